@@ -1,0 +1,230 @@
+// Closed-form evaluation of a packed schedule (see schedule_format.h) at one
+// step, in double precision. Header-only and free of torch and of the CUDA
+// runtime: the CPU backend and the CUDA kernels both include it, so the CPU
+// tests exercise exactly the code the GPU runs.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#include "schedule_format.h"
+
+#if defined(__CUDACC__)
+#define FUSEDLR_HD __host__ __device__ inline
+#else
+#define FUSEDLR_HD inline
+#endif
+
+namespace fusedlr {
+namespace detail {
+
+constexpr double kPi = 3.14159265358979323846;
+
+FUSEDLR_HD double min_d(double a, double b) { return a < b ? a : b; }
+FUSEDLR_HD double max_d(double a, double b) { return a > b ? a : b; }
+
+// How many of the sorted values in bounds[0..n) are <= t (Python's bisect_right).
+FUSEDLR_HD int64_t count_at_or_below(const double* bounds, int64_t n, double t) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (bounds[mid] <= t) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+// Fraction of the way through a phase of `steps` steps, held at 1 afterwards.
+FUSEDLR_HD double progress(double t, double steps) {
+  return steps > 0 ? min_d(t / steps, 1.0) : 1.0;
+}
+
+FUSEDLR_HD double anneal(int shape, double start, double end, double p) {
+  switch (shape) {
+    case kShapeCosine: return start + (end - start) * 0.5 * (1.0 - cos(kPi * p));
+    case kShapeGeometric: return start * pow(end / start, p);
+    case kShapeSqrt: return start + (end - start) * sqrt(p);
+    case kShapeOneMinusSqrt: return start + (end - start) * (1.0 - sqrt(1.0 - p));
+    default: return start + (end - start) * p;
+  }
+}
+
+FUSEDLR_HD double exponential(const double* a, double t, double b) {
+  const double rate = a[0], steps = a[1], begin = a[2];
+  double p = max_d(t - begin, 0.0) / steps;
+  if (a[3] != 0) p = floor(p);
+  double f = pow(rate, p);
+  if (a[4] != 0) f = rate < 1 ? max_d(f, a[5]) : min_d(f, a[5]);
+  return b * f;
+}
+
+FUSEDLR_HD double polynomial(const double* a, double t, double b) {
+  double steps = a[0];
+  const double power = a[1], end_lr = a[2];
+  if (a[3] != 0) {  // Keras cycle: stretch the decay to the next multiple
+    if (t > 0) steps *= ceil(t / steps);
+  } else {
+    t = min_d(t, steps);
+  }
+  return (b - end_lr) * pow(1.0 - t / steps, power) + end_lr;
+}
+
+FUSEDLR_HD double cosine(const double* a, double t, double b) {
+  const double steps = a[0], eta_min = a[1], alpha = a[2], exponent = a[3];
+  const double cycles = a[4];
+  double p = t / steps;
+  if (a[5] == 0) p = min_d(p, 1.0);
+  double c = 0.5 * (1.0 + cos(2.0 * kPi * cycles * p));
+  if (exponent != 1.0) c = pow(c, exponent);
+  const double lo = eta_min + alpha * b;
+  return lo + (b - lo) * c;
+}
+
+FUSEDLR_HD double cosine_restarts(const double* a, double t, double b) {
+  const double T0 = a[0], mult = a[1], eta_min = a[2], alpha = a[3];
+  const double decay = a[4], limit = a[5];
+  double cycle, start, period;
+  if (mult == 1.0) {
+    cycle = floor(t / T0);
+    start = cycle * T0;
+    period = T0;
+  } else {
+    // Cycle i starts at T0 (mult^i - 1) / (mult - 1); solve for i, then
+    // correct the rounding of log() at the boundaries exactly.
+    cycle = floor(log1p(t * (mult - 1.0) / T0) / log(mult));
+    start = T0 * (pow(mult, cycle) - 1.0) / (mult - 1.0);
+    if (start > t) {
+      cycle -= 1;
+      start = T0 * (pow(mult, cycle) - 1.0) / (mult - 1.0);
+    } else {
+      double next = T0 * (pow(mult, cycle + 1) - 1.0) / (mult - 1.0);
+      if (next <= t) { cycle += 1; start = next; }
+    }
+    period = T0 * pow(mult, cycle);
+  }
+  const double lo = eta_min + alpha * b;
+  if (limit > 0 && cycle >= limit) return lo;
+  const double amplitude = pow(decay, cycle);
+  return lo + (b - lo) * amplitude * 0.5 * (1.0 + cos(kPi * (t - start) / period));
+}
+
+FUSEDLR_HD double one_cycle(const double* a, double t) {
+  const int phases = (int)a[0];
+  const bool linear = (int)a[1] == kAnnealLinear;
+  const double* ends = a + 2;
+  const double* lrs = a + 5;
+  double start = 0.0;
+  for (int k = 0; k < phases; ++k) {
+    if (t <= ends[k] || k == phases - 1) {
+      const double pct = min_d((t - start) / (ends[k] - start), 1.0);
+      const double from = lrs[k], to = lrs[k + 1];
+      // Same arithmetic as torch's OneCycleLR anneal functions.
+      return linear ? (to - from) * pct + from
+                    : to + (from - to) / 2.0 * (cos(kPi * pct) + 1.0);
+    }
+    start = ends[k];
+  }
+  return lrs[phases];
+}
+
+FUSEDLR_HD double cyclic(const double* a, double t, double b) {
+  const double max_lr = a[0], total = a[1], ratio = a[2], gamma = a[4];
+  const int mode = (int)a[3];
+  // Same arithmetic as torch's CyclicLR.
+  const double cycle = floor(1.0 + t / total);
+  const double x = 1.0 + t / total - cycle;
+  const double sf = x <= ratio ? x / ratio : (x - 1.0) / (ratio - 1.0);
+  double scale = 1.0;
+  if (mode == kTriangular2) scale = 1.0 / pow(2.0, cycle - 1.0);
+  else if (mode == kExpRange) scale = pow(gamma, t);
+  return b + (max_lr - b) * sf * scale;
+}
+
+FUSEDLR_HD double range_test(const double* a, double t, double b) {
+  const double end_lr = a[0];
+  const double r = progress(t, a[1]);
+  if ((int)a[2] == kRangeLinear) return b + r * (end_lr - b);
+  return b * pow(end_lr / b, r);
+}
+
+// lr of leaf node n (pointing at its kind) at local step t with base lr b.
+FUSEDLR_HD double leaf(const double* n, double t, double b) {
+  const double* a = n + 1;
+  switch ((int)n[0]) {
+    case kConstant: return t < a[1] ? b * a[0] : b;
+    case kAnneal: return b * anneal((int)a[3], a[0], a[1], progress(t, a[2]));
+    case kStep: return b * pow(a[1], floor(t / a[0]));
+    case kPiecewise: {
+      const int64_t count = (int64_t)a[0];
+      return b * a[1 + count + count_at_or_below(a + 1, count, t)];
+    }
+    case kExponential: return exponential(a, t, b);
+    case kPolynomial: return polynomial(a, t, b);
+    case kCosine: return cosine(a, t, b);
+    case kCosineRestarts: return cosine_restarts(a, t, b);
+    case kInverseSqrt: return b * sqrt(a[0] / (t + a[0]));
+    case kInverseTime: {
+      double p = t / a[1];
+      if (a[2] != 0) p = floor(p);
+      return b / (1.0 + a[0] * p);
+    }
+    case kOneCycle: return one_cycle(a, t);
+    case kCyclic: return cyclic(a, t, b);
+    case kRangeTest: return range_test(a, t, b);
+    default: return b;  // unreachable for programs built by fusedlr.schedules
+  }
+}
+
+}  // namespace detail
+
+// lr at `step` for param group `group` whose base lr is `base_lr`.
+// Walks the program without recursion: SEQUENTIAL and PER_GROUP select one
+// child, CHAIN feeds each child's result to the next as its base lr.
+FUSEDLR_HD double evaluate_schedule(const double* prog, int64_t step, int64_t group,
+                                    double base_lr) {
+  struct Frame { int64_t node; double t; int64_t next; };
+  Frame pending[kMaxDepth];
+  int depth = 0;
+  int64_t node = 0;
+  double t = (double)step;
+  double lr = base_lr;
+  for (;;) {
+    const double* n = prog + node;
+    const int kind = (int)n[0];
+    if (kind == kSequential) {
+      const int64_t count = (int64_t)n[1];
+      const double* milestones = n + 2 + count;
+      const int64_t idx = detail::count_at_or_below(milestones, count - 1, t);
+      if (idx > 0) t -= milestones[idx - 1];
+      node = (int64_t)n[2 + idx];
+      continue;
+    }
+    if (kind == kPerGroup) {
+      const int64_t count = (int64_t)n[1];
+      node = (int64_t)n[2 + (group < count ? group : count - 1)];
+      continue;
+    }
+    if (kind == kChain) {
+      if (depth == kMaxDepth) return lr;  // the packer refuses deeper programs
+      pending[depth++] = Frame{node, t, 1};
+      node = (int64_t)n[2];
+      continue;
+    }
+    lr = detail::leaf(n, t, lr);
+    bool resumed = false;
+    while (depth > 0 && !resumed) {
+      Frame& f = pending[depth - 1];
+      const double* chain = prog + f.node;
+      if (f.next < (int64_t)chain[1]) {
+        node = (int64_t)chain[2 + f.next];
+        t = f.t;
+        ++f.next;
+        resumed = true;
+      } else {
+        --depth;
+      }
+    }
+    if (!resumed) return lr;
+  }
+}
+
+}  // namespace fusedlr

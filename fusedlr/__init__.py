@@ -1,0 +1,7 @@
+"""fusedlr: fused optimizers whose learning-rate schedule runs on the device."""
+from . import schedules
+from ._native import available_backends, build_info
+from .param_groups import layer_decay_param_groups
+
+__all__ = ["schedules", "available_backends", "build_info", "layer_decay_param_groups"]
+__version__ = "0.1.0"

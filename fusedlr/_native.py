@@ -1,0 +1,83 @@
+"""Loads the compiled backends and says which ones can run here.
+
+``_C`` (CPU) is always part of a build. ``_C_cuda`` exists when the build
+found nvcc; importing it needs no GPU, and a machine without one simply
+reports the CUDA backend as unavailable.
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+BACKENDS = ("reference", "cpu", "cuda")
+
+
+def _try_import(name: str):
+    try:
+        return importlib.import_module(f"fusedlr.{name}"), ""
+    except ImportError as exc:  # not built, or built for another Python
+        return None, str(exc)
+
+
+cpu_module, _cpu_import_error = _try_import("_C")
+cuda_module, _cuda_import_error = _try_import("_C_cuda")
+
+
+def cuda_unavailable_reason() -> str:
+    """Why the CUDA backend cannot run here ('' when it can)."""
+    if cuda_module is None:
+        return "fusedlr was built without CUDA kernels (no nvcc at build time)"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device (CPU-only torch build or no GPU)"
+    count, error = cuda_module.device_count()
+    if count == 0:
+        return f"the CUDA runtime found no usable device: {error}"
+    return ""
+
+
+def available_backends() -> list[str]:
+    """Backends that can run on this machine now."""
+    usable = ["reference"]
+    if cpu_module is not None:
+        usable.append("cpu")
+    if not cuda_unavailable_reason():
+        usable.append("cuda")
+    return usable
+
+
+def check_backend(backend: str) -> None:
+    """Raise a clear error unless ``backend`` names a backend usable here."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "cpu" and cpu_module is None:
+        raise RuntimeError(
+            f"the fusedlr CPU backend is not built or failed to import: {_cpu_import_error}"
+        )
+    if backend == "cuda":
+        reason = cuda_unavailable_reason()
+        if reason:
+            raise RuntimeError(f"the fusedlr CUDA backend is unavailable: {reason}")
+
+
+def format_constants():
+    """The packed-schedule constants, read from the native module (their only source)."""
+    check_backend("cpu")
+    return cpu_module
+
+
+def build_info() -> dict:
+    """How this fusedlr was built and what can run now."""
+    return {
+        "torch_version_at_build": (cpu_module.TORCH_VERSION_AT_BUILD or None)
+        if cpu_module is not None
+        else None,
+        "torch_version": torch.__version__,
+        "links_libtorch": False,
+        "cpu_kernels": cpu_module is not None,
+        "cuda_kernels": cuda_module is not None,
+        "cuda_archs": cuda_module.CUDA_ARCHS.split(",") if cuda_module is not None else [],
+        "nvcc_version": cuda_module.NVCC_VERSION if cuda_module is not None else None,
+        "available_backends": available_backends(),
+        "cuda_unavailable_reason": cuda_unavailable_reason() or None,
+    }

@@ -1,0 +1,22 @@
+"""Learning-rate schedules evaluated in closed form from the step count.
+
+Every schedule compiles to a small packed program (``Schedule.pack()``) that
+the native CPU and CUDA evaluators run; ``values(..., backend="reference")``
+evaluates the same schedule with plain torch ops as an independent oracle.
+"""
+from .base import Schedule
+from .compose import (Chain, PerGroup, Sequential, group_multipliers, warmup, warmup_stable_decay,
+                      with_warmup)
+from .families import (Anneal, Constant, Cosine, CosineRestarts, Cyclic, Exponential, InverseSqrt, InverseTime,
+                       Linear, MultiStep, OneCycle, Piecewise, Polynomial, RangeTest, Step,
+                       cosine_decay_with_min, noam)
+from .hf import get_scheduler
+from .plot import plot_schedules
+from .torch_convert import from_torch
+
+__all__ = [
+    "Schedule", "Chain", "PerGroup", "Sequential", "group_multipliers", "warmup", "warmup_stable_decay",
+    "with_warmup", "Anneal", "Constant", "Cosine", "CosineRestarts", "Cyclic", "Exponential", "InverseSqrt",
+    "InverseTime", "Linear", "MultiStep", "OneCycle", "Piecewise", "Polynomial", "RangeTest", "Step",
+    "cosine_decay_with_min", "noam", "get_scheduler", "plot_schedules", "from_torch",
+]

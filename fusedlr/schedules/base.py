@@ -1,0 +1,180 @@
+"""The Schedule base class: packing to the native format and evaluation.
+
+A schedule is data. Leaves hold a family's parameters; composites
+(Sequential, Chain, PerGroup) hold children. ``pack()`` flattens the tree to
+the float64 program described in ``csrc/fusedlr/schedule_format.h``; the
+native backends evaluate that program, the reference backend evaluates the
+Python tree with torch ops (``reference.py``), independently of the C++.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .. import _native
+
+
+class Schedule:
+    """Base class of every schedule.
+
+    ``lr(step) = schedule(step, base_lr)``: steps count optimizer updates from 0,
+    so the value at step ``t`` is what a torch scheduler gives after ``t`` calls
+    of ``scheduler.step()``.
+    """
+
+    #: name of the node kind in the native format (leaves and composites alike)
+    kind: str = ""
+
+    # ---- structure ---------------------------------------------------------
+    def children(self) -> tuple["Schedule", ...]:
+        return ()
+
+    def fields(self) -> list[float]:
+        """Node fields after the kind, in the order schedule_format.h lists them."""
+        raise NotImplementedError
+
+    @property
+    def num_groups(self) -> int | None:
+        """Number of param groups this schedule is written for (None: any)."""
+        counts = {c.num_groups for c in self.children()} - {None}
+        if len(counts) > 1:
+            raise ValueError(f"children of {type(self).__name__} disagree on the number of param groups: {sorted(counts)}")
+        return counts.pop() if counts else None
+
+    def check_base_lrs(self, base_lrs: Sequence[float]) -> None:
+        """Raise ValueError if the schedule makes no sense for these base LRs."""
+        for child in self.children():
+            child.check_base_lrs(base_lrs)
+
+    def _chain_depth(self) -> int:
+        inner = max((c._chain_depth() for c in self.children()), default=0)
+        return inner + (1 if self.kind == "CHAIN" else 0)
+
+    # ---- packing -------------------------------------------------------------
+    def _emit(self, program: list[float], kinds: dict) -> int:
+        offset = len(program)
+        program.append(float(kinds[self.kind]))
+        program.extend(float(v) for v in self.fields())
+        return offset
+
+    def pack(self) -> torch.Tensor:
+        """The packed float64 program (CPU tensor) the native evaluators read."""
+        cached = getattr(self, "_packed", None)
+        if cached is not None:
+            return cached
+        native = _native.format_constants()
+        if self._chain_depth() > native.MAX_DEPTH:
+            raise ValueError(
+                f"schedule nests Chain more than {native.MAX_DEPTH} deep; flatten the chain"
+            )
+        program: list[float] = []
+        self._emit(program, native.NODE_KINDS)
+        self._packed = torch.tensor(program, dtype=torch.float64)
+        return self._packed
+
+    # ---- evaluation --------------------------------------------------------
+    def values(self, steps, base_lrs: Sequence[float] = (1.0,), backend: str = "reference") -> torch.Tensor:
+        """LRs at ``steps`` (ints >= 0) for param groups with ``base_lrs``.
+
+        Returns a float64 tensor of shape ``(len(steps), len(base_lrs))`` on the
+        backend's device: ``"reference"`` (pure torch, on the device of a
+        ``steps`` tensor), ``"cpu"`` (the native evaluator) or ``"cuda"`` (the
+        same evaluator in a CUDA kernel).
+        """
+        _native.check_backend(backend)
+        steps = _as_steps(steps)
+        base = _as_base_lrs(base_lrs, self)
+        if backend == "reference":
+            from .reference import evaluate
+
+            t = steps.to(torch.float64).reshape(-1, 1)
+            return evaluate(self, t, base.to(steps.device).reshape(1, -1)).expand(len(steps), len(base)).contiguous()
+        if backend == "cpu":
+            return _run_cpu(self.pack(), steps.cpu(), base)
+        return _run_cuda(self.pack(), steps, base)
+
+    def __call__(self, step: int, base_lr: float = 1.0) -> float:
+        """LR at one step for one group (native CPU evaluator; for inspection)."""
+        return float(self.values([step], [base_lr], backend="cpu")[0, 0])
+
+    # ---- composition -------------------------------------------------------
+    def __mul__(self, other: "Schedule") -> "Schedule":
+        """``a * b``: ChainedScheduler semantics (b rescales a's output)."""
+        from .compose import Chain
+
+        if not isinstance(other, Schedule):
+            return NotImplemented
+        return Chain([self, other])
+
+    def then(self, other: "Schedule", at: int) -> "Schedule":
+        """Run ``self`` for ``at`` steps, then ``other`` from its own step 0."""
+        from .compose import Sequential
+
+        return Sequential([self, other], [at])
+
+    def plot(self, path, num_steps: int = 1000, base_lrs: Sequence[float] = (1.0,), backend: str = "cpu"):
+        """Write a PNG of the schedule (needs matplotlib: ``pip install fusedlr[plot]``)."""
+        from .plot import plot_schedules
+
+        return plot_schedules({type(self).__name__: self}, path, num_steps, base_lrs, backend)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+def _as_steps(steps) -> torch.Tensor:
+    if isinstance(steps, torch.Tensor):
+        if steps.dtype.is_floating_point or steps.dtype.is_complex or steps.dtype == torch.bool:
+            raise TypeError(f"steps must hold integers, got dtype {steps.dtype}")
+        steps = steps.reshape(-1).to(torch.int64)
+    else:
+        try:
+            steps = torch.as_tensor(list(steps) if not isinstance(steps, range) else steps, dtype=torch.int64)
+        except (TypeError, RuntimeError) as exc:
+            raise TypeError(f"steps must be a sequence of ints or an integer tensor: {exc}") from None
+        steps = steps.reshape(-1)
+    if steps.numel() and bool((steps < 0).any()):
+        raise ValueError("steps must be >= 0")
+    return steps.contiguous()
+
+
+def _as_base_lrs(base_lrs, schedule: Schedule) -> torch.Tensor:
+    if isinstance(base_lrs, (int, float)):
+        base_lrs = [base_lrs]
+    base = [float(b) for b in base_lrs]
+    if not base:
+        raise ValueError("base_lrs must hold at least one learning rate")
+    for i, b in enumerate(base):
+        if not (b >= 0 and b != float("inf")):
+            raise ValueError(f"base_lrs[{i}] must be a finite lr >= 0, got {b}")
+    groups = schedule.num_groups
+    if groups is not None and groups != len(base):
+        raise ValueError(
+            f"this schedule is written for {groups} param groups but got {len(base)} base_lrs"
+        )
+    schedule.check_base_lrs(base)
+    return torch.tensor(base, dtype=torch.float64)
+
+
+def _run_cpu(program: torch.Tensor, steps: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(len(steps), len(base), dtype=torch.float64)
+    _native.cpu_module.schedule_values(
+        program.data_ptr(), steps.data_ptr(), len(steps), base.data_ptr(), len(base), out.data_ptr()
+    )
+    return out
+
+
+def _run_cuda(program: torch.Tensor, steps: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    device = steps.device if steps.device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
+    program = program.to(device)
+    steps = steps.to(device)
+    base = base.to(device)
+    out = torch.empty(len(steps), len(base), dtype=torch.float64, device=device)
+    stream = torch.cuda.current_stream(device)
+    _native.cuda_module.schedule_values(
+        device.index, stream.cuda_stream, program.data_ptr(), steps.data_ptr(), len(steps),
+        base.data_ptr(), len(base), out.data_ptr(),
+    )
+    return out

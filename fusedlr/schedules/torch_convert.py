@@ -1,0 +1,112 @@
+"""``from_torch``: a constructed torch.optim.lr_scheduler object as a fusedlr schedule."""
+from __future__ import annotations
+
+from torch.optim import lr_scheduler as tls
+
+from .base import Schedule
+from .compose import Chain, PerGroup, Sequential
+from .families import (Constant, Cosine, CosineRestarts, Cyclic, Exponential, Linear, MultiStep, OneCycle,
+                       Polynomial, Step)
+
+# Chained schedulers that scale the current lr by a ratio (so chaining multiplies).
+_MULTIPLICATIVE = (tls.StepLR, tls.MultiStepLR, tls.ConstantLR, tls.LinearLR, tls.ExponentialLR,
+                   tls.PolynomialLR, tls.CosineAnnealingLR, tls.ChainedScheduler)
+
+
+def from_torch(scheduler) -> Schedule:
+    """The fusedlr schedule equal to ``scheduler`` from step 0.
+
+    Evaluate it with the scheduler's ``base_lrs`` (the groups' ``initial_lr``).
+    Supported: StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR,
+    PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR,
+    OneCycleLR, SequentialLR, ChainedScheduler. Anything else raises TypeError.
+    """
+    groups = scheduler.optimizer.param_groups if hasattr(scheduler, "optimizer") else []
+    if isinstance(scheduler, tls.StepLR):
+        return Step(scheduler.step_size, scheduler.gamma)
+    if isinstance(scheduler, tls.MultiStepLR):
+        return MultiStep(list(scheduler.milestones.elements()), scheduler.gamma)
+    if isinstance(scheduler, tls.ConstantLR):
+        return Constant(scheduler.factor, scheduler.total_iters)
+    if isinstance(scheduler, tls.LinearLR):
+        return Linear(scheduler.start_factor, scheduler.end_factor, scheduler.total_iters)
+    if isinstance(scheduler, tls.ExponentialLR):
+        return Exponential(scheduler.gamma)
+    if isinstance(scheduler, tls.PolynomialLR):
+        return Polynomial(scheduler.total_iters, scheduler.power)
+    if isinstance(scheduler, tls.CosineAnnealingLR):
+        # torch keeps following the cosine past T_max, back up to the base lr.
+        return Cosine(scheduler.T_max, scheduler.eta_min, periodic=True)
+    if isinstance(scheduler, tls.CosineAnnealingWarmRestarts):
+        return CosineRestarts(scheduler.T_0, scheduler.T_mult, scheduler.eta_min)
+    if isinstance(scheduler, tls.CyclicLR):
+        return _cyclic(scheduler)
+    if isinstance(scheduler, tls.OneCycleLR):
+        return _one_cycle(scheduler, groups)
+    if isinstance(scheduler, tls.SequentialLR):
+        for i, child in enumerate(scheduler._schedulers[1:], start=1):
+            if isinstance(child, (tls.SequentialLR, tls.ChainedScheduler)):
+                raise TypeError(
+                    f"SequentialLR has a {type(child).__name__} at position {i}: torch cannot restart it at a "
+                    "milestone, so it has no defined schedule (only position 0 may hold one)"
+                )
+        return Sequential([from_torch(s) for s in scheduler._schedulers], list(scheduler._milestones))
+    if isinstance(scheduler, tls.ChainedScheduler):
+        return _chained(scheduler)
+    if isinstance(scheduler, (tls.LambdaLR, tls.MultiplicativeLR)):
+        raise TypeError(
+            f"{type(scheduler).__name__} runs an arbitrary Python function, which cannot be evaluated on "
+            "the device; write the schedule with fusedlr.schedules instead"
+        )
+    if isinstance(scheduler, tls.ReduceLROnPlateau):
+        raise TypeError("ReduceLROnPlateau depends on metric values and is not supported by from_torch yet")
+    raise TypeError(f"cannot convert {type(scheduler).__name__}: not a supported torch.optim.lr_scheduler class")
+
+
+def _per_group_or_one(schedules: list[Schedule]) -> Schedule:
+    first = repr(schedules[0])
+    return schedules[0] if all(repr(s) == first for s in schedules) else PerGroup(schedules)
+
+
+def _cyclic(scheduler) -> Schedule:
+    if getattr(scheduler, "_scale_fn_custom", None) is not None:
+        raise TypeError("CyclicLR with a custom scale_fn runs Python code per step and cannot be converted")
+    schedules = []
+    for max_lr in scheduler.max_lrs:
+        cyc = Cyclic(max_lr, step_size_up=scheduler.total_size * scheduler.step_ratio,
+                     step_size_down=scheduler.total_size * (1 - scheduler.step_ratio),
+                     mode=scheduler.mode, gamma=scheduler.gamma)
+        # Keep torch's own stored values so the arithmetic matches bit for bit.
+        cyc.total_size, cyc.step_ratio = scheduler.total_size, scheduler.step_ratio
+        schedules.append(cyc)
+    return _per_group_or_one(schedules)
+
+
+def _one_cycle(scheduler, groups) -> Schedule:
+    anneal = getattr(scheduler, "_anneal_func_type", None)
+    if anneal is None:  # older torch stored the function itself
+        anneal = "cos" if "cos" in scheduler.anneal_func.__name__ else "linear"
+    phases = scheduler._schedule_phases
+    schedules = []
+    for group in groups:
+        cycle = OneCycle(group["max_lr"], scheduler.total_steps, anneal_strategy=anneal,
+                         three_phase=len(phases) == 3)
+        cycle.phase_ends = [float(p["end_step"]) for p in phases]
+        cycle.phase_lrs = [group[phases[0]["start_lr"]]] + [group[p["end_lr"]] for p in phases]
+        schedules.append(cycle)
+    return _per_group_or_one(schedules)
+
+
+def _chained(scheduler) -> Schedule:
+    for i, child in enumerate(scheduler._schedulers):
+        if not isinstance(child, _MULTIPLICATIVE):
+            raise TypeError(
+                f"ChainedScheduler holds a {type(child).__name__} at position {i}; torch chains it by "
+                "overwriting or resetting the lr, which is not a product of schedules"
+            )
+        if isinstance(child, tls.CosineAnnealingLR) and child.eta_min != 0:
+            raise TypeError(
+                f"ChainedScheduler holds CosineAnnealingLR(eta_min={child.eta_min}) at position {i}: with "
+                "eta_min != 0 torch's chained update is not a product of schedules"
+            )
+    return Chain([from_torch(s) for s in scheduler._schedulers])
