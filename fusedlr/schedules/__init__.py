@@ -12,11 +12,11 @@ from .families import (Anneal, Constant, Cosine, CosineRestarts, Cyclic, Exponen
                        cosine_decay_with_min, noam)
 from .hf import get_scheduler
 from .plot import plot_schedules
-from .torch_convert import from_torch
+from .torch_convert import from_torch, torch_base_lrs
 
 __all__ = [
     "Schedule", "Chain", "PerGroup", "Sequential", "group_multipliers", "warmup", "warmup_stable_decay",
     "with_warmup", "Anneal", "Constant", "Cosine", "CosineRestarts", "Cyclic", "Exponential", "InverseSqrt",
     "InverseTime", "Linear", "MultiStep", "OneCycle", "Piecewise", "Polynomial", "RangeTest", "Step",
-    "cosine_decay_with_min", "noam", "get_scheduler", "plot_schedules", "from_torch",
+    "cosine_decay_with_min", "noam", "get_scheduler", "plot_schedules", "from_torch", "torch_base_lrs",
 ]

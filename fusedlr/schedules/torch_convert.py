@@ -1,6 +1,8 @@
 """``from_torch``: a constructed torch.optim.lr_scheduler object as a fusedlr schedule."""
 from __future__ import annotations
 
+import warnings
+
 from torch.optim import lr_scheduler as tls
 
 from .base import Schedule
@@ -16,7 +18,7 @@ _MULTIPLICATIVE = (tls.StepLR, tls.MultiStepLR, tls.ConstantLR, tls.LinearLR, tl
 def from_torch(scheduler) -> Schedule:
     """The fusedlr schedule equal to ``scheduler`` from step 0.
 
-    Evaluate it with the scheduler's ``base_lrs`` (the groups' ``initial_lr``).
+    Evaluate it with ``torch_base_lrs(scheduler)`` (the groups' ``initial_lr``).
     Supported: StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR,
     PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR,
     OneCycleLR, SequentialLR, ChainedScheduler. Anything else raises TypeError.
@@ -50,6 +52,15 @@ def from_torch(scheduler) -> Schedule:
                     f"SequentialLR has a {type(child).__name__} at position {i}: torch cannot restart it at a "
                     "milestone, so it has no defined schedule (only position 0 may hold one)"
                 )
+        if isinstance(scheduler._schedulers[0], (tls.SequentialLR, tls.ChainedScheduler)):
+            warnings.warn(
+                f"SequentialLR starts with a nested {type(scheduler._schedulers[0]).__name__}: torch's own "
+                "stepping of such nests runs the inner schedulers one step out of phase (its constructor "
+                "undoes their initial step twice); the converted schedule follows the documented "
+                "SequentialLR semantics (inner schedule from step 0) instead",
+                UserWarning,
+                stacklevel=2,
+            )
         return Sequential([from_torch(s) for s in scheduler._schedulers], list(scheduler._milestones))
     if isinstance(scheduler, tls.ChainedScheduler):
         return _chained(scheduler)
@@ -61,6 +72,11 @@ def from_torch(scheduler) -> Schedule:
     if isinstance(scheduler, tls.ReduceLROnPlateau):
         raise TypeError("ReduceLROnPlateau depends on metric values and is not supported by from_torch yet")
     raise TypeError(f"cannot convert {type(scheduler).__name__}: not a supported torch.optim.lr_scheduler class")
+
+
+def torch_base_lrs(scheduler) -> list[float]:
+    """The base lrs torch schedules from: each param group's ``initial_lr``."""
+    return [float(group["initial_lr"]) for group in scheduler.optimizer.param_groups]
 
 
 def _per_group_or_one(schedules: list[Schedule]) -> Schedule:
