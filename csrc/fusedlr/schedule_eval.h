@@ -33,25 +33,33 @@ FUSEDLR_HD int64_t count_at_or_below(const double* bounds, int64_t n, double t) 
   return lo;
 }
 
+// floor(t / d) for t >= 0, d > 0, exact even where t / d would round up to
+// the next integer (fmod is exact in IEEE arithmetic).
+FUSEDLR_HD double floor_div(double t, double d) { return round((t - fmod(t, d)) / d); }
+
 // Fraction of the way through a phase of `steps` steps, held at 1 afterwards.
 FUSEDLR_HD double progress(double t, double steps) {
   return steps > 0 ? min_d(t / steps, 1.0) : 1.0;
 }
 
+// Interpolation exact at both ends (start + (end - start) w cancels to 0 at
+// w = 1 when end << start).
+FUSEDLR_HD double lerp(double start, double end, double w) { return start * (1.0 - w) + end * w; }
+
 FUSEDLR_HD double anneal(int shape, double start, double end, double p) {
   switch (shape) {
-    case kShapeCosine: return start + (end - start) * 0.5 * (1.0 - cos(kPi * p));
+    case kShapeCosine: return lerp(start, end, 0.5 * (1.0 - cos(kPi * p)));
     case kShapeGeometric: return start * pow(end / start, p);
-    case kShapeSqrt: return start + (end - start) * sqrt(p);
-    case kShapeOneMinusSqrt: return start + (end - start) * (1.0 - sqrt(1.0 - p));
-    default: return start + (end - start) * p;
+    case kShapeSqrt: return lerp(start, end, sqrt(p));
+    case kShapeOneMinusSqrt: return lerp(start, end, 1.0 - sqrt(1.0 - p));
+    default: return lerp(start, end, p);
   }
 }
 
 FUSEDLR_HD double exponential(const double* a, double t, double b) {
   const double rate = a[0], steps = a[1], begin = a[2];
   double p = max_d(t - begin, 0.0) / steps;
-  if (a[3] != 0) p = floor(p);
+  if (a[3] != 0) p = floor_div(max_d(t - begin, 0.0), steps);
   double f = pow(rate, p);
   if (a[4] != 0) f = rate < 1 ? max_d(f, a[5]) : min_d(f, a[5]);
   return b * f;
@@ -71,8 +79,8 @@ FUSEDLR_HD double polynomial(const double* a, double t, double b) {
 FUSEDLR_HD double cosine(const double* a, double t, double b) {
   const double steps = a[0], eta_min = a[1], alpha = a[2], exponent = a[3];
   const double cycles = a[4];
-  double p = t / steps;
-  if (a[5] == 0) p = min_d(p, 1.0);
+  // Periodic: reduce to one period first so huge steps keep full precision.
+  double p = a[5] != 0 ? fmod(t, steps / cycles) / steps : min_d(t / steps, 1.0);
   double c = 0.5 * (1.0 + cos(2.0 * kPi * cycles * p));
   if (exponent != 1.0) c = pow(c, exponent);
   const double lo = eta_min + alpha * b;
@@ -84,8 +92,8 @@ FUSEDLR_HD double cosine_restarts(const double* a, double t, double b) {
   const double decay = a[4], limit = a[5];
   double cycle, start, period;
   if (mult == 1.0) {
-    cycle = floor(t / T0);
-    start = cycle * T0;
+    cycle = floor_div(t, T0);
+    start = t - fmod(t, T0);
     period = T0;
   } else {
     // Cycle i starts at T0 (mult^i - 1) / (mult - 1); solve for i, then
@@ -129,9 +137,9 @@ FUSEDLR_HD double one_cycle(const double* a, double t) {
 FUSEDLR_HD double cyclic(const double* a, double t, double b) {
   const double max_lr = a[0], total = a[1], ratio = a[2], gamma = a[4];
   const int mode = (int)a[3];
-  // Same arithmetic as torch's CyclicLR.
-  const double cycle = floor(1.0 + t / total);
-  const double x = 1.0 + t / total - cycle;
+  // torch's CyclicLR, with the position in the cycle taken exactly.
+  const double cycle = floor_div(t, total) + 1.0;
+  const double x = fmod(t, total) / total;
   const double sf = x <= ratio ? x / ratio : (x - 1.0) / (ratio - 1.0);
   double scale = 1.0;
   if (mode == kTriangular2) scale = 1.0 / pow(2.0, cycle - 1.0);
@@ -143,7 +151,7 @@ FUSEDLR_HD double range_test(const double* a, double t, double b) {
   const double end_lr = a[0];
   const double r = progress(t, a[1]);
   if ((int)a[2] == kRangeLinear) return b + r * (end_lr - b);
-  return b * pow(end_lr / b, r);
+  return b > 0 ? b * pow(end_lr / b, r) : 0.0;  // a zero base (e.g. chained) stays 0, not NaN
 }
 
 // lr of leaf node n (pointing at its kind) at local step t with base lr b.
@@ -152,7 +160,7 @@ FUSEDLR_HD double leaf(const double* n, double t, double b) {
   switch ((int)n[0]) {
     case kConstant: return t < a[1] ? b * a[0] : b;
     case kAnneal: return b * anneal((int)a[3], a[0], a[1], progress(t, a[2]));
-    case kStep: return b * pow(a[1], floor(t / a[0]));
+    case kStep: return b * pow(a[1], floor_div(t, a[0]));
     case kPiecewise: {
       const int64_t count = (int64_t)a[0];
       return b * a[1 + count + count_at_or_below(a + 1, count, t)];
@@ -163,8 +171,7 @@ FUSEDLR_HD double leaf(const double* n, double t, double b) {
     case kCosineRestarts: return cosine_restarts(a, t, b);
     case kInverseSqrt: return b * sqrt(a[0] / (t + a[0]));
     case kInverseTime: {
-      double p = t / a[1];
-      if (a[2] != 0) p = floor(p);
+      const double p = a[2] != 0 ? floor_div(t, a[1]) : t / a[1];
       return b / (1.0 + a[0] * p);
     }
     case kOneCycle: return one_cycle(a, t);

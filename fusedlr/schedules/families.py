@@ -122,13 +122,12 @@ class MultiStep(Piecewise):
     def __init__(self, milestones: Sequence[int], gamma: float = 0.1):
         self.gamma = check.positive("gamma", gamma)
         try:
-            milestones = sorted(milestones)
+            milestones = list(milestones)
         except TypeError:
             raise TypeError("milestones must be a sequence of ints") from None
         if not milestones:
             raise ValueError("milestones must not be empty")
-        for i, m in enumerate(milestones):
-            check.integer(f"milestones[{i}]", m, 0)
+        milestones = sorted(check.integer(f"milestones[{i}]", m, 0) for i, m in enumerate(milestones))
         bounds = sorted(set(milestones))
         counts = [milestones.count(m) for m in bounds]
         factors = [1.0]
@@ -212,8 +211,10 @@ class Cosine(Schedule):
 
     def check_base_lrs(self, base_lrs):
         for i, b in enumerate(base_lrs):
-            if self.eta_min > b:
-                raise ValueError(f"eta_min ({self.eta_min}) must be <= the base lr of group {i} ({b})")
+            floor = self.eta_min + self.alpha * b
+            if floor > b:
+                raise ValueError(f"eta_min + alpha * lr ({floor}) must be <= the base lr of group {i} ({b}); "
+                                 "eta_min is absolute, alpha a fraction of lr")
 
     def fields(self):
         return [self.T_max, self.eta_min, self.alpha, self.exponent, self.num_cycles, float(self.periodic)]

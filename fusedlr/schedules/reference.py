@@ -29,6 +29,11 @@ def evaluate(schedule: Schedule, t: torch.Tensor, base: torch.Tensor) -> torch.T
     return rule(schedule, t, base)
 
 
+def _floor_div(t, d):
+    """floor(t / d), exact at huge t (fmod is exact; t / d may round up)."""
+    return torch.round((t - torch.fmod(t, d)) / d)
+
+
 def _constant(s: families.Constant, t, b):
     limit = math.inf if s.total_iters is None else s.total_iters
     return torch.where(t < limit, b * s.factor, b)
@@ -37,21 +42,21 @@ def _constant(s: families.Constant, t, b):
 def _anneal(s: families.Anneal, t, b):
     p = torch.clamp(t / s.total_iters, max=1.0)
     a, e = s.start_factor, s.end_factor
-    if s.shape == "linear":
-        f = a + (e - a) * p
-    elif s.shape == "cosine":
-        f = a + (e - a) * (1 - torch.cos(math.pi * p)) / 2
-    elif s.shape == "exponential":
+    if s.shape == "exponential":
         f = a * torch.pow(torch.as_tensor(e / a, dtype=t.dtype, device=t.device), p)
-    elif s.shape == "sqrt":
-        f = a + (e - a) * torch.sqrt(p)
-    else:  # "1-sqrt"
-        f = a + (e - a) * (1 - torch.sqrt(1 - p))
+    else:
+        weight = {
+            "linear": lambda: p,
+            "cosine": lambda: (1 - torch.cos(math.pi * p)) / 2,
+            "sqrt": lambda: torch.sqrt(p),
+            "1-sqrt": lambda: 1 - torch.sqrt(1 - p),
+        }[s.shape]()
+        f = a * (1 - weight) + e * weight  # exact at both ends
     return b * f
 
 
 def _step(s: families.Step, t, b):
-    return b * torch.pow(torch.as_tensor(s.gamma, dtype=t.dtype, device=t.device), torch.floor(t / s.step_size))
+    return b * torch.pow(torch.as_tensor(s.gamma, dtype=t.dtype, device=t.device), _floor_div(t, s.step_size))
 
 
 def _piecewise(s: families.Piecewise, t, b):
@@ -62,9 +67,8 @@ def _piecewise(s: families.Piecewise, t, b):
 
 
 def _exponential(s: families.Exponential, t, b):
-    p = torch.clamp(t - s.transition_begin, min=0.0) / s.transition_steps
-    if s.staircase:
-        p = torch.floor(p)
+    elapsed = torch.clamp(t - s.transition_begin, min=0.0)
+    p = _floor_div(elapsed, s.transition_steps) if s.staircase else elapsed / s.transition_steps
     f = torch.pow(torch.as_tensor(s.gamma, dtype=t.dtype, device=t.device), p)
     if s.end_factor is not None:
         f = torch.clamp(f, min=s.end_factor) if s.gamma < 1 else torch.clamp(f, max=s.end_factor)
@@ -81,9 +85,10 @@ def _polynomial(s: families.Polynomial, t, b):
 
 
 def _cosine(s: families.Cosine, t, b):
-    p = t / s.T_max
-    if not s.periodic:
-        p = torch.clamp(p, max=1.0)
+    if s.periodic:  # one period is T_max / num_cycles steps
+        p = torch.fmod(t, s.T_max / s.num_cycles) / s.T_max
+    else:
+        p = torch.clamp(t / s.T_max, max=1.0)
     c = (1 + torch.cos(2 * math.pi * s.num_cycles * p)) / 2
     low = s.eta_min + s.alpha * b
     return low + (b - low) * c ** s.exponent
@@ -91,8 +96,8 @@ def _cosine(s: families.Cosine, t, b):
 
 def _cosine_restarts(s: families.CosineRestarts, t, b):
     if s.T_mult == 1:
-        cycle = torch.floor(t / s.T_0)
-        start = cycle * s.T_0
+        cycle = _floor_div(t, s.T_0)
+        start = t - torch.fmod(t, s.T_0)
     else:
         # Cycle i starts at T_0 (m^i - 1) / (m - 1): invert, then step one
         # cycle back or forward where log() rounded across a boundary.
@@ -119,9 +124,7 @@ def _inverse_sqrt(s: families.InverseSqrt, t, b):
 
 
 def _inverse_time(s: families.InverseTime, t, b):
-    p = t / s.decay_steps
-    if s.staircase:
-        p = torch.floor(p)
+    p = _floor_div(t, s.decay_steps) if s.staircase else t / s.decay_steps
     return b / (1 + s.decay_rate * p)
 
 
@@ -145,8 +148,8 @@ def _one_cycle(s: families.OneCycle, t, b):
 
 
 def _cyclic(s: families.Cyclic, t, b):
-    cycle = torch.floor(1 + t / s.total_size)
-    x = 1 + t / s.total_size - cycle
+    cycle = _floor_div(t, s.total_size) + 1
+    x = torch.fmod(t, s.total_size) / s.total_size
     rising = x <= s.step_ratio
     scale_factor = torch.where(rising, x / s.step_ratio, (x - 1) / (s.step_ratio - 1))
     if s.mode == "triangular":
@@ -162,7 +165,8 @@ def _range_test(s: families.RangeTest, t, b):
     r = torch.clamp(t / s.num_iter, max=1.0)
     if s.mode == "linear":
         return b + r * (s.end_lr - b)
-    return b * (s.end_lr / b) ** r
+    safe = torch.where(b > 0, b, torch.ones_like(b))
+    return torch.where(b > 0, safe * (s.end_lr / safe) ** r, torch.zeros_like(b * r))
 
 
 def _sequential(s: compose.Sequential, t, b):
