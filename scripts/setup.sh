@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets up .venv in the repository root and builds fusedlr from source into it.
+# Usage: scripts/setup.sh [extra]   (extra: test, plot, or "test,plot")
+# torch is installed (2.13.0, CPU wheel) only when no torch is importable, so
+# a machine's own torch build (e.g. a CUDA one) is never replaced.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+python="${PYTHON:-python3}"
+
+if [ ! -x .venv/bin/python ]; then
+  # system site packages: reuse an installed torch instead of downloading one
+  "$python" -m venv --system-site-packages .venv
+fi
+. .venv/bin/activate
+
+have() { python -c "import $1" 2>/dev/null; }
+have torch || pip install -q torch==2.13.0
+missing=()
+have scikit_build_core || missing+=("scikit-build-core>=0.10")
+have pybind11 || missing+=("pybind11>=2.12")
+command -v ninja >/dev/null || have ninja || missing+=(ninja)
+command -v cmake >/dev/null || missing+=("cmake>=3.18")
+have numpy || missing+=(numpy)
+case ",$extra," in *,test,*) have pytest || missing+=(pytest); have hypothesis || missing+=(hypothesis);; esac
+case ",$extra," in *,plot,*) have matplotlib || missing+=(matplotlib);; esac
+[ ${#missing[@]} -eq 0 ] || pip install -q "${missing[@]}"
+
+# no build isolation: compile against the torch in this environment
+pip install -q --no-build-isolation --no-deps .
+python -c "import fusedlr, json; print(json.dumps(fusedlr.build_info()))"

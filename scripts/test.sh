@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up, then run the whole test suite (CUDA tests skip without a GPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh test,plot
+. .venv/bin/activate
+# nvcc on PATH means the build must have compiled the CUDA kernels; a test checks it
+if [ "${FUSEDLR_CUDA:-ON}" != OFF ] && { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; }; then export FUSEDLR_EXPECT_CUDA_KERNELS=1; fi
+python -m pytest -q tests "$@"
