@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh plot
 . .venv/bin/activate
-python -m fusedlr.demo --out out "$@"
+# console script, not "python -m": that would import the source tree instead of the installed build
+fusedlr-demo --out out "$@"

@@ -28,4 +28,5 @@ case ",$extra," in *,plot,*) have matplotlib || missing+=(matplotlib);; esac
 
 # no build isolation: compile against the torch in this environment
 pip install -q --no-build-isolation --no-deps .
-python -c "import fusedlr, json; print(json.dumps(fusedlr.build_info()))"
+# from outside the source tree, so the installed package (with its compiled modules) is the one imported
+(cd "${TMPDIR:-/tmp}" && python -c "import fusedlr, json; print(json.dumps(fusedlr.build_info()))")

@@ -6,4 +6,5 @@ scripts/setup.sh test,plot
 . .venv/bin/activate
 # nvcc on PATH means the build must have compiled the CUDA kernels; a test checks it
 if [ "${FUSEDLR_CUDA:-ON}" != OFF ] && { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; }; then export FUSEDLR_EXPECT_CUDA_KERNELS=1; fi
-python -m pytest -q tests "$@"
+# the pytest script, not "python -m pytest": that would put the source tree (no compiled modules) on sys.path
+pytest -q tests "$@"
