@@ -6,5 +6,7 @@ scripts/setup.sh test,plot
 . .venv/bin/activate
 # nvcc on PATH means the build must have compiled the CUDA kernels; a test checks it
 if [ "${FUSEDLR_CUDA:-ON}" != OFF ] && { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; }; then export FUSEDLR_EXPECT_CUDA_KERNELS=1; fi
-# the pytest script, not "python -m pytest": that would put the source tree (no compiled modules) on sys.path
-pytest -q tests "$@"
+# run from tests/: "python -m" puts the working directory on sys.path, and from the
+# repo root that would import the source tree (no compiled modules) instead of the build
+cd tests
+python -m pytest -q "$@"
