@@ -4,8 +4,10 @@
 
 #include <cstdint>
 
+#include "cpu/optimizer_step.h"
 #include "cpu/schedule_values.h"
 #include "format_constants.h"
+#include "step_args_binding.h"
 
 namespace py = pybind11;
 
@@ -19,6 +21,7 @@ static T* as_ptr(std::uintptr_t address) { return reinterpret_cast<T*>(address);
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fusedlr CPU backend";
   fusedlr::export_format_constants(m);
+  fusedlr::export_step_layout(m);
   m.attr("TORCH_VERSION_AT_BUILD") = FUSEDLR_TORCH_VERSION;
 
   m.def(
@@ -35,4 +38,34 @@ PYBIND11_MODULE(_C, m) {
       py::arg("n_groups"), py::arg("out"),
       "Evaluate a packed schedule: out[i, g] = lr(steps[i]) for group g (addresses "
       "of contiguous float64/int64 CPU buffers).");
+
+  m.def(
+      "update",
+      [](std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups, int64_t num_groups,
+         std::uintptr_t program, std::uintptr_t global_step, std::uintptr_t grad_scale,
+         std::uintptr_t found_inf, int kind, int dtype, bool maximize, bool nesterov,
+         bool amsgrad, int num_threads) {
+        const fusedlr::StepArgs a = fusedlr::make_step_args(
+            tensors, num_tensors, groups, num_groups, program, global_step, grad_scale,
+            found_inf, kind, dtype, maximize, nesterov, amsgrad);
+        py::gil_scoped_release no_gil;
+        fusedlr::cpu::update(a, num_threads);
+      },
+      FUSEDLR_STEP_ARG_NAMES, py::arg("num_threads"),
+      "Update one bucket's tensors (tables described by TENSOR_FIELDS/GROUP_FIELDS).");
+
+  m.def(
+      "finish",
+      [](std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups, int64_t num_groups,
+         std::uintptr_t program, std::uintptr_t global_step, std::uintptr_t grad_scale,
+         std::uintptr_t found_inf, int kind, int dtype, bool maximize, bool nesterov,
+         bool amsgrad, bool advance, std::uintptr_t next_lr) {
+        const fusedlr::StepArgs a = fusedlr::make_step_args(
+            tensors, num_tensors, groups, num_groups, program, global_step, grad_scale,
+            found_inf, kind, dtype, maximize, nesterov, amsgrad);
+        fusedlr::cpu::finish(a, advance, reinterpret_cast<double*>(next_lr));
+      },
+      FUSEDLR_STEP_ARG_NAMES, py::arg("advance"), py::arg("next_lr"),
+      "Count the update in each tensor's step; with advance, step the schedule and "
+      "write each group's next lr.");
 }

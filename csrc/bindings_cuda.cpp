@@ -7,7 +7,7 @@
 #include <string>
 
 #include "cuda/launchers.h"
-#include "format_constants.h"
+#include "step_args_binding.h"
 
 namespace py = pybind11;
 
@@ -51,4 +51,39 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("n_steps"), py::arg("base_lrs"), py::arg("n_groups"), py::arg("out"),
       "Enqueue the schedule kernel on `stream` (device buffers, same layout as the "
       "CPU version).");
+
+  m.def(
+      "update",
+      [](int device, std::uintptr_t stream, std::uintptr_t tensors, int64_t num_tensors,
+         std::uintptr_t groups, int64_t num_groups, std::uintptr_t program,
+         std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
+         int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, std::uintptr_t chunks,
+         int64_t num_chunks, int64_t chunk_size) {
+        const fusedlr::StepArgs a = fusedlr::make_step_args(
+            tensors, num_tensors, groups, num_groups, program, global_step, grad_scale,
+            found_inf, kind, dtype, maximize, nesterov, amsgrad);
+        check(fusedlr::cuda::update(device, as_ptr<void>(stream), a, as_ptr<const int64_t>(chunks),
+                                    num_chunks, chunk_size),
+              "fusedlr CUDA update kernel");
+      },
+      py::arg("device"), py::arg("stream"), FUSEDLR_STEP_ARG_NAMES, py::arg("chunks"),
+      py::arg("num_chunks"), py::arg("chunk_size"),
+      "Enqueue the update kernel of one bucket (device tables; `chunks` holds "
+      "(tensor, first element) int64 pairs).");
+
+  m.def(
+      "finish",
+      [](int device, std::uintptr_t stream, std::uintptr_t tensors, int64_t num_tensors,
+         std::uintptr_t groups, int64_t num_groups, std::uintptr_t program,
+         std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
+         int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, bool advance,
+         std::uintptr_t next_lr) {
+        const fusedlr::StepArgs a = fusedlr::make_step_args(
+            tensors, num_tensors, groups, num_groups, program, global_step, grad_scale,
+            found_inf, kind, dtype, maximize, nesterov, amsgrad);
+        check(fusedlr::cuda::finish(device, as_ptr<void>(stream), a, advance, as_ptr<double>(next_lr)),
+              "fusedlr CUDA finish kernel");
+      },
+      py::arg("device"), py::arg("stream"), FUSEDLR_STEP_ARG_NAMES, py::arg("advance"),
+      py::arg("next_lr"), "Enqueue the finish kernel (same contract as the CPU finish).");
 }

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <string>
 
+#include "fusedlr/step_layout.h"
+
 namespace fusedlr {
 namespace cuda {
 
@@ -16,6 +18,13 @@ int device_count(std::string* error);
 std::string schedule_values(int device, void* stream, const double* prog,
                             const int64_t* steps, int64_t n_steps,
                             const double* base_lrs, int64_t n_groups, double* out);
+
+// One optimizer step of one bucket (see cpu::update / cpu::finish). `chunks`
+// is a device int64 table of (tensor index, first element) pairs, one per
+// block of `chunk_size` elements.
+std::string update(int device, void* stream, const StepArgs& a, const int64_t* chunks,
+                   int64_t num_chunks, int64_t chunk_size);
+std::string finish(int device, void* stream, const StepArgs& a, bool advance, double* next_lr);
 
 }  // namespace cuda
 }  // namespace fusedlr

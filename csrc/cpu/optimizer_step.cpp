@@ -1,0 +1,84 @@
+#include "optimizer_step.h"
+
+#include <vector>
+
+#include "fusedlr/step_common.h"
+#include "fusedlr/update_math.h"
+
+namespace fusedlr {
+namespace cpu {
+namespace {
+
+// Elements per work item: large enough to amortise the per-chunk scalars,
+// small enough to balance threads over a few big tensors.
+constexpr int64_t kChunk = 1 << 15;
+
+struct Chunk { int64_t tensor, begin, end; };
+
+template <typename T>
+void update_range(const StepArgs& a, const std::vector<double>& lrs, double factor,
+                  const Chunk& c) {
+  using M = typename math_type<T>::type;
+  const int64_t* row = a.tensors + c.tensor * kTensorFields;
+  const int64_t g = row[kGroup];
+  const double* group = a.groups + g * kGroupFields;
+  const int64_t before = *address_as<int64_t>(row[kStepPtr]);
+  T* param = address_as<T>(row[kParamPtr]);
+  const T* grad = address_as<const T>(row[kGradPtr]);
+  T* s0 = address_as<T>(row[kState0Ptr]);
+  if (a.kind == kSGD) {
+    const SgdScalars<M> s = sgd_scalars<M>(group, lrs[g], factor, before);
+    if (a.nesterov)
+      for (int64_t i = c.begin; i < c.end; ++i) sgd_element<true>(s, param, grad, s0, i);
+    else
+      for (int64_t i = c.begin; i < c.end; ++i) sgd_element<false>(s, param, grad, s0, i);
+  } else {
+    const AdamWScalars<M> s = adamw_scalars<M>(group, lrs[g], factor, before);
+    T* s1 = address_as<T>(row[kState1Ptr]);
+    T* s2 = address_as<T>(row[kState2Ptr]);
+    if (a.amsgrad)
+      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<true>(s, param, grad, s0, s1, s2, i);
+    else
+      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<false>(s, param, grad, s0, s1, s2, i);
+  }
+}
+
+template <typename T>
+void update_chunks(const StepArgs& a, const std::vector<Chunk>& chunks, int num_threads) {
+  std::vector<double> lrs(a.num_groups);
+  for (int64_t g = 0; g < a.num_groups; ++g) lrs[g] = group_lr(a.groups, a.program, g, *a.global_step);
+  const double factor = grad_factor(a.grad_scale, a.maximize);
+  const int64_t n = (int64_t)chunks.size();
+#pragma omp parallel for schedule(static) num_threads(num_threads) if (n > 1 && num_threads > 1)
+  for (int64_t c = 0; c < n; ++c) update_range<T>(a, lrs, factor, chunks[c]);
+}
+
+}  // namespace
+
+void update(const StepArgs& a, int num_threads) {
+  if (step_is_skipped(a)) return;
+  std::vector<Chunk> chunks;
+  for (int64_t t = 0; t < a.num_tensors; ++t) {
+    const int64_t numel = a.tensors[t * kTensorFields + kNumel];
+    for (int64_t begin = 0; begin < numel; begin += kChunk)
+      chunks.push_back({t, begin, begin + kChunk < numel ? begin + kChunk : numel});
+  }
+  switch (a.dtype) {
+    case kFloat32: update_chunks<float>(a, chunks, num_threads); break;
+    case kFloat64: update_chunks<double>(a, chunks, num_threads); break;
+    case kFloat16: update_chunks<half_bits>(a, chunks, num_threads); break;
+    case kBFloat16: update_chunks<bf16_bits>(a, chunks, num_threads); break;
+  }
+}
+
+void finish(const StepArgs& a, bool advance, double* next_lr) {
+  if (step_is_skipped(a)) return;
+  for (int64_t t = 0; t < a.num_tensors; ++t)
+    ++*address_as<int64_t>(a.tensors[t * kTensorFields + kStepPtr]);
+  if (!advance) return;
+  const int64_t step = ++*a.global_step;
+  for (int64_t g = 0; g < a.num_groups; ++g) next_lr[g] = group_lr(a.groups, a.program, g, step);
+}
+
+}  // namespace cpu
+}  // namespace fusedlr

@@ -1,0 +1,56 @@
+// Layout of the tables an optimizer step reads, shared by the Python packer,
+// the CPU driver and the CUDA kernels (Python reads these numbers from the
+// native module, so they are written down only here).
+//
+// Tensor table: int64 rows of kTensorFields, one per parameter updated in
+// this step. Group table: float64 rows of kGroupFields, one per param group.
+#pragma once
+#include <stdint.h>
+
+namespace fusedlr {
+
+enum TensorField : int {
+  kParamPtr = 0,   // address of the parameter data
+  kGradPtr = 1,    // address of its gradient (same dtype, same layout)
+  kState0Ptr = 2,  // SGD: momentum buffer (0 when momentum == 0); AdamW: exp_avg
+  kState1Ptr = 3,  // AdamW: exp_avg_sq
+  kState2Ptr = 4,  // AdamW: max_exp_avg_sq (0 unless amsgrad)
+  kStepPtr = 5,    // int64 updates this parameter has received
+  kNumel = 6,
+  kGroup = 7,      // index of its param group
+  kTensorFields = 8,
+};
+
+enum GroupField : int {
+  kBaseLr = 0,
+  kWeightDecay = 1,
+  kMomentum = 2,   // SGD momentum, AdamW beta1
+  kDampening = 3,  // SGD dampening, AdamW beta2
+  kEps = 4,        // AdamW eps
+  kProgram = 5,    // offset of the group's schedule in the program buffer
+  kGroupFields = 6,
+};
+
+enum ScalarType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+
+enum OptimizerKind : int { kSGD = 0, kAdamW = 1 };
+
+// Everything one step of one (device, dtype) bucket needs. All pointers live on
+// the bucket's device. grad_scale/found_inf are null without a GradScaler.
+struct StepArgs {
+  const int64_t* tensors;
+  int64_t num_tensors;
+  const double* groups;
+  int64_t num_groups;
+  const double* program;
+  int64_t* global_step;  // schedule step of this update, advanced by advance_step
+  const float* grad_scale;
+  const float* found_inf;
+  int kind;               // OptimizerKind
+  int dtype;              // ScalarType of params, grads and states
+  bool maximize;
+  bool nesterov;          // SGD
+  bool amsgrad;           // AdamW
+};
+
+}  // namespace fusedlr

@@ -1,0 +1,75 @@
+// Builds StepArgs from the integers Python passes (addresses, counts, flags),
+// for both binding modules, and exports the table layout to Python.
+#pragma once
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "fusedlr/step_layout.h"
+
+namespace fusedlr {
+
+inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups,
+                               int64_t num_groups, std::uintptr_t program,
+                               std::uintptr_t global_step, std::uintptr_t grad_scale,
+                               std::uintptr_t found_inf, int kind, int dtype, bool maximize,
+                               bool nesterov, bool amsgrad) {
+  StepArgs a;
+  a.tensors = reinterpret_cast<const int64_t*>(tensors);
+  a.num_tensors = num_tensors;
+  a.groups = reinterpret_cast<const double*>(groups);
+  a.num_groups = num_groups;
+  a.program = reinterpret_cast<const double*>(program);
+  a.global_step = reinterpret_cast<int64_t*>(global_step);
+  a.grad_scale = reinterpret_cast<const float*>(grad_scale);
+  a.found_inf = reinterpret_cast<const float*>(found_inf);
+  a.kind = kind;
+  a.dtype = dtype;
+  a.maximize = maximize;
+  a.nesterov = nesterov;
+  a.amsgrad = amsgrad;
+  return a;
+}
+
+// Python keyword names of make_step_args, in order.
+#define FUSEDLR_STEP_ARG_NAMES                                                              \
+  pybind11::arg("tensors"), pybind11::arg("num_tensors"), pybind11::arg("groups"),          \
+      pybind11::arg("num_groups"), pybind11::arg("program"), pybind11::arg("global_step"), \
+      pybind11::arg("grad_scale"), pybind11::arg("found_inf"), pybind11::arg("kind"),      \
+      pybind11::arg("dtype"), pybind11::arg("maximize"), pybind11::arg("nesterov"),         \
+      pybind11::arg("amsgrad")
+
+inline void export_step_layout(pybind11::module_& m) {
+  pybind11::dict tensor_fields;
+  tensor_fields["param"] = int(kParamPtr);
+  tensor_fields["grad"] = int(kGradPtr);
+  tensor_fields["state0"] = int(kState0Ptr);
+  tensor_fields["state1"] = int(kState1Ptr);
+  tensor_fields["state2"] = int(kState2Ptr);
+  tensor_fields["step"] = int(kStepPtr);
+  tensor_fields["numel"] = int(kNumel);
+  tensor_fields["group"] = int(kGroup);
+  m.attr("TENSOR_FIELDS") = tensor_fields;
+  m.attr("NUM_TENSOR_FIELDS") = int(kTensorFields);
+  pybind11::dict group_fields;
+  group_fields["base_lr"] = int(kBaseLr);
+  group_fields["weight_decay"] = int(kWeightDecay);
+  group_fields["momentum"] = int(kMomentum);
+  group_fields["dampening"] = int(kDampening);
+  group_fields["eps"] = int(kEps);
+  group_fields["program"] = int(kProgram);
+  m.attr("GROUP_FIELDS") = group_fields;
+  m.attr("NUM_GROUP_FIELDS") = int(kGroupFields);
+  pybind11::dict dtypes;
+  dtypes["float32"] = int(kFloat32);
+  dtypes["float64"] = int(kFloat64);
+  dtypes["float16"] = int(kFloat16);
+  dtypes["bfloat16"] = int(kBFloat16);
+  m.attr("DTYPES") = dtypes;
+  pybind11::dict kinds;
+  kinds["sgd"] = int(kSGD);
+  kinds["adamw"] = int(kAdamW);
+  m.attr("OPTIMIZER_KINDS") = kinds;
+}
+
+}  // namespace fusedlr

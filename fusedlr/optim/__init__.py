@@ -1,0 +1,5 @@
+"""Fused optimizers whose lr schedule runs inside the update kernel."""
+from .adamw import AdamW
+from .sgd import SGD
+
+__all__ = ["AdamW", "SGD"]

@@ -1,0 +1,234 @@
+"""FusedOptimizer: the torch.optim.Optimizer subclass behind fusedlr.SGD and
+fusedlr.AdamW. It owns the per-device schedule step counters, allocates all
+state at construction, groups each step's work into (device, dtype, mode)
+buckets and hands them to a backend: the native CPU or CUDA kernels, or the
+pure-PyTorch reference."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .. import _native
+from ..schedules import Constant, Schedule
+from . import native_backend, reference_backend
+from .buckets import check_param, collect
+from .device_state import DeviceState
+
+
+def default_backend(device: torch.device) -> str:
+    """The native kernel for the device when one can run, else the reference."""
+    usable = _native.available_backends()
+    if device.type in ("cpu", "cuda") and device.type in usable:
+        return device.type
+    return "reference"
+
+
+class FusedOptimizer(torch.optim.Optimizer):
+    """Base class; subclasses set ``kind``, ``state_names`` and the group checks."""
+
+    kind = ""
+    #: state keys of the kernel's state0..state2 slots ("" for unused)
+    state_names: tuple = ("", "", "")
+    #: tells torch.amp.GradScaler to hand over grad_scale/found_inf instead of unscaling
+    _step_supports_amp_scaling = True
+
+    def __init__(self, params, defaults: dict, backend: str | None):
+        if backend is not None and backend not in _native.BACKENDS:
+            raise ValueError(f"backend must be None (automatic) or one of {_native.BACKENDS}, got {backend!r}")
+        if backend is not None:
+            _native.check_backend(backend)
+        self._forced_backend = backend
+        self._devices: dict[torch.device, DeviceState] = {}
+        super().__init__(params, defaults)
+
+    # ---- groups and state ----------------------------------------------------
+    def check_group(self, group: dict) -> None:
+        """Raise ValueError naming a bad hyperparameter of ``group``."""
+        raise NotImplementedError
+
+    def complete_state(self, param: torch.Tensor, group: dict, state: dict) -> None:
+        """Allocate the state tensors ``group``'s settings need and ``state`` lacks."""
+        raise NotImplementedError
+
+    def init_state(self, param: torch.Tensor, group: dict) -> dict:
+        """The state of a param that has not been updated yet."""
+        state = {"step": torch.zeros((), dtype=torch.int64, device=param.device)}
+        self.complete_state(param, group, state)
+        return state
+
+    def flags(self, group: dict) -> tuple:
+        """(maximize, nesterov, amsgrad): the modes compiled into the kernel."""
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        where = f"param_groups[{len(self.param_groups) - 1}]"
+        try:
+            self._check_and_fill_schedule(group, where)
+            self.check_group(group)
+            for i, p in enumerate(group["params"]):
+                check_param(p, f"{where}['params'][{i}]")
+                self._check_backend_fits(p, where)
+        except Exception:
+            self.param_groups.pop()
+            raise
+        for p in group["params"]:
+            if p not in self.state or not self.state[p]:
+                self.state[p] = self.init_state(p, group)
+            if p.device not in self._devices:
+                self._devices[p.device] = DeviceState(p.device, self._step_count_value())
+        for ds in self._devices.values():
+            ds.key = None  # the group table must be rebuilt
+
+    def _check_and_fill_schedule(self, group: dict, where: str) -> None:
+        schedule = group.get("schedule")
+        if schedule is None:
+            schedule = group["schedule"] = Constant()
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"{where}: schedule must be a fusedlr.schedules.Schedule (e.g. from_torch(...)), "
+                            f"got {type(schedule).__name__}")
+
+    def _check_schedules(self) -> None:
+        """Every schedule fits the groups it drives (number of groups, base lrs)."""
+        base_lrs = [g["lr"] for g in self.param_groups]
+        seen = []
+        for g, group in enumerate(self.param_groups):
+            schedule = group["schedule"]
+            if schedule.num_groups is None:
+                schedule.check_base_lrs([group["lr"]])
+            elif any(s is schedule for s in seen):
+                continue
+            elif schedule.num_groups != len(self.param_groups):
+                raise ValueError(
+                    f"param_groups[{g}]: its schedule is written for {schedule.num_groups} param groups "
+                    f"but the optimizer has {len(self.param_groups)}")
+            else:
+                schedule.check_base_lrs(base_lrs)
+                seen.append(schedule)
+
+    def _check_backend_fits(self, p: torch.Tensor, where: str) -> None:
+        forced = self._forced_backend
+        if forced in ("cpu", "cuda") and p.device.type != forced:
+            raise ValueError(f"{where}: backend={forced!r} cannot update a param on {p.device}; "
+                             "use backend=None (automatic) or 'reference'")
+
+    def _step_count_value(self) -> int:
+        """Step count for a device seen for the first time (0, or the current count)."""
+        return 0 if not self._devices else int(next(iter(self._devices.values())).step)
+
+    # ---- step -----------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        """One update of every param that has a grad, with each group's lr taken
+        from its schedule at the device step counter, which then advances.
+        Under GradScaler a step with inf/nan grads changes nothing."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        self._refresh_tables()
+        work = collect(self.param_groups, self.state, self.state_names, self.flags)
+        for device, ds in self._devices.items():
+            scale = _on(grad_scale, device)
+            inf = _on(found_inf, device)
+            buckets = work.get(device, [])
+            backend = self._forced_backend or default_backend(device)
+            if backend == "reference":
+                reference_backend.run(ds, buckets, self.kind, self.param_groups, scale, inf)
+            else:
+                native_backend.run(ds, buckets, self.kind, len(self.param_groups), scale, inf)
+        return loss
+
+    def _refresh_tables(self) -> None:
+        """Re-check and re-upload group hyperparameters edited since the last step."""
+        stale = [ds for ds in self._devices.values() if ds.is_stale(self.param_groups, self.kind)]
+        if not stale:
+            return
+        for g, group in enumerate(self.param_groups):
+            self._check_and_fill_schedule(group, f"param_groups[{g}]")
+            self.check_group(group)
+        self._check_schedules()
+        for group in self.param_groups:  # e.g. momentum or amsgrad switched on
+            for p in group["params"]:
+                self.complete_state(p, group, self.state[p])
+        for ds in stale:
+            ds.refresh(self.param_groups, self.kind)
+
+    # ---- what users read --------------------------------------------------
+    def _primary(self) -> DeviceState:
+        if not self._devices:
+            raise RuntimeError("the optimizer has no params")
+        return next(iter(self._devices.values()))
+
+    @property
+    def step_count(self) -> torch.Tensor:
+        """The int64 schedule step counter on the device of the first param:
+        how many steps were applied (GradScaler-skipped ones are not counted).
+        Writing to it (``opt.step_count.fill_(n)``) moves the schedule."""
+        return self._primary().step
+
+    @property
+    def current_lr(self) -> torch.Tensor:
+        """float64 tensor (one entry per param group), on the device of the first
+        param, holding the lr the next step will use: log it without a host sync."""
+        ds = self._primary()
+        if ds.next_lr is None:
+            self._refresh_tables()
+        return ds.next_lr
+
+    # ---- checkpoints --------------------------------------------------------
+    def state_dict(self) -> dict:
+        """torch's optimizer state_dict plus ``"fusedlr": {"step_count": tensor}``."""
+        sd = super().state_dict()
+        sd["fusedlr"] = {"step_count": self._primary().step.clone()}
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a fusedlr state_dict, or a torch.optim one of the same optimizer
+        (its per-param ``step`` gives the step count; a group keeps its schedule
+        unless the saved group has one; with a torch scheduler attached the
+        saved ``initial_lr`` becomes the base lr)."""
+        extra = state_dict.get("fusedlr", {})
+        kept = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, old in zip(self.param_groups, kept):
+            from_torch = "schedule" not in group
+            for key, value in old.items():
+                group.setdefault(key, value)
+            if from_torch and "initial_lr" in group:
+                group["lr"] = group["initial_lr"]
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p] = self.adopt_state(p, group, self.state.get(p, {}))
+        if "step_count" in extra:
+            count = int(extra["step_count"])
+        else:
+            count = max((int(st["step"]) for st in self.state.values() if "step" in st), default=0)
+        for ds in self._devices.values():
+            ds.step.fill_(count)
+            ds.key = None
+            ds.tensor_tables.clear()
+
+    def adopt_state(self, param: torch.Tensor, group: dict, loaded: dict) -> dict:
+        """A loaded state (fusedlr's or torch's) in this optimizer's layout:
+        fresh state filled with what was loaded, step as int64 on the param's device."""
+        state = self.init_state(param, group)
+        for key, value in loaded.items():
+            if key == "step":
+                state["step"].fill_(int(value))
+            elif isinstance(value, torch.Tensor) and key in state:
+                state[key].copy_(value)
+        return state
+
+
+def _on(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """GradScaler's scale/found_inf on the bucket's device as float32."""
+    if t is None:
+        return None
+    if t.device != device or t.dtype != torch.float32:
+        t = t.to(device=device, dtype=torch.float32, non_blocking=True)
+    return t.reshape(1)

@@ -1,0 +1,90 @@
+"""Gathering one step's work: the params that have grads, checked, grouped
+into (device, dtype, mode flags) buckets, each entry with its state tensors."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+@dataclass
+class Entry:
+    """One parameter's tensors for this step. ``work`` is the param itself, or a
+    contiguous copy written back after the update when the param is not contiguous."""
+    param: torch.Tensor
+    work: torch.Tensor
+    grad: torch.Tensor
+    states: tuple  # (state0, state1, state2): tensors or None, per optimizer (see step_layout.h)
+    step: torch.Tensor
+    group: int
+
+
+@dataclass
+class Bucket:
+    device: torch.device
+    dtype: torch.dtype
+    maximize: bool
+    nesterov: bool
+    amsgrad: bool
+    entries: list = field(default_factory=list)
+
+    def write_back(self) -> None:
+        """Copy updated contiguous stand-ins back into non-contiguous params."""
+        for e in self.entries:
+            if e.work is not e.param:
+                e.param.copy_(e.work)
+
+
+def check_param(param: torch.Tensor, where: str) -> None:
+    """Refuse params no kernel can update (at construction / add_param_group)."""
+    if not isinstance(param, torch.Tensor):
+        raise TypeError(f"{where}: params must be tensors, got {type(param).__name__}")
+    if param.is_complex():
+        raise TypeError(f"{where}: complex params are not supported (dtype {param.dtype}); "
+                        "optimize torch.view_as_real(param) instead")
+    if param.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{where}: param dtype must be one of float32, float64, float16, bfloat16; "
+                        f"got {param.dtype}")
+    if param.is_sparse:
+        raise TypeError(f"{where}: sparse params are not supported")
+
+
+def check_grad(param: torch.Tensor, grad: torch.Tensor, index: str) -> None:
+    """Refuse a gradient the update cannot use, before any state changes."""
+    if grad.is_sparse:
+        raise RuntimeError(f"{index}: sparse gradients are not supported by fusedlr optimizers")
+    if grad.dtype != param.dtype:
+        raise TypeError(f"{index}: gradient dtype {grad.dtype} differs from the param dtype {param.dtype}")
+    if grad.device != param.device:
+        raise RuntimeError(f"{index}: gradient is on {grad.device} but the param is on {param.device}")
+    if grad.shape != param.shape:
+        raise RuntimeError(f"{index}: gradient shape {tuple(grad.shape)} differs from the param shape "
+                           f"{tuple(param.shape)}")
+
+
+def collect(param_groups: list[dict], state: dict, state_names: tuple, flags_of) -> dict:
+    """{device: [Bucket]} for every param with a grad. Checks every grad first,
+    so a bad one raises before anything is touched. ``flags_of(group)`` gives
+    (maximize, nesterov, amsgrad); ``state_names`` the state keys of state0..2."""
+    for g, group in enumerate(param_groups):
+        for i, p in enumerate(group["params"]):
+            if p.grad is not None:
+                check_grad(p, p.grad, f"param_groups[{g}]['params'][{i}]")
+    by_device: dict = {}
+    for g, group in enumerate(param_groups):
+        flags = flags_of(group)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            key = (p.dtype, *flags)
+            buckets = by_device.setdefault(p.device, {})
+            bucket = buckets.get(key)
+            if bucket is None:
+                bucket = buckets[key] = Bucket(p.device, p.dtype, *flags)
+            st = state[p]
+            work = p if p.is_contiguous() else p.contiguous()
+            states = tuple(st.get(name) if name else None for name in state_names)
+            bucket.entries.append(Entry(p, work, p.grad.contiguous(), states, st["step"], g))
+    return {device: list(buckets.values()) for device, buckets in by_device.items()}

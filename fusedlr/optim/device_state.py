@@ -1,0 +1,34 @@
+"""What an optimizer keeps on each device it updates: the int64 schedule step,
+the group table and packed schedules (re-uploaded only when a group's
+hyperparameters or schedule change), the groups' next lrs, and the cached
+per-bucket pointer tables."""
+from __future__ import annotations
+
+import torch
+
+from .. import _native
+from .group_tables import group_lrs_at, hyper_key, pack_groups
+
+
+class DeviceState:
+    def __init__(self, device: torch.device, step: int = 0):
+        self.device = device
+        self.step = torch.full((), step, dtype=torch.int64, device=device)
+        self.key = None
+        self.groups = self.program = self.base_lrs = self.next_lr = None
+        self.tensor_tables: dict = {}
+
+    def is_stale(self, param_groups: list[dict], kind: str) -> bool:
+        """Did a group's hyperparameters or schedule change since the last upload?"""
+        return self.key is None or self.key != [hyper_key(g, kind) for g in param_groups]
+
+    def refresh(self, param_groups: list[dict], kind: str) -> None:
+        """Upload the group table and recompute the next lrs (no host sync)."""
+        key = [hyper_key(g, kind) for g in param_groups]
+        rows, program = pack_groups(param_groups, kind)
+        self.groups = rows.to(self.device)
+        self.program = program.to(self.device)
+        base_column = _native.format_constants().GROUP_FIELDS["base_lr"]
+        self.base_lrs = rows[:, base_column].contiguous().to(self.device)
+        self.next_lr = group_lrs_at(param_groups, self.step, self.base_lrs)
+        self.key = key

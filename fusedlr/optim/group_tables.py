@@ -1,0 +1,64 @@
+"""Host-side description of the param groups that native kernels read: one
+float64 row per group (schedule_layout in ``csrc/fusedlr/step_layout.h``)
+and the groups' packed schedules, concatenated."""
+from __future__ import annotations
+
+import torch
+
+from .. import _native
+from ..schedules import Schedule
+from ..schedules.reference import evaluate
+
+
+def hyper_key(group: dict, kind: str) -> tuple:
+    """What the device tables and the state layout depend on; compared between
+    steps to spot edits (which are then validated).
+    Schedules compare by identity: they are treated as immutable."""
+    if kind == "sgd":
+        return (group["lr"], group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"],
+                group["maximize"], group["schedule"])
+    return (group["lr"], group["weight_decay"], *group["betas"], group["eps"], group["amsgrad"],
+            group["maximize"], group["schedule"])
+
+
+def pack_groups(param_groups: list[dict], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(group table (G, NUM_GROUP_FIELDS), concatenated schedule programs), CPU float64."""
+    native = _native.format_constants()
+    fields = native.GROUP_FIELDS
+    rows = torch.zeros(len(param_groups), native.NUM_GROUP_FIELDS, dtype=torch.float64)
+    programs: list[torch.Tensor] = []
+    packed: list[tuple[Schedule, int]] = []  # groups sharing a schedule share its program
+    offset = 0
+    for g, group in enumerate(param_groups):
+        schedule = group["schedule"]
+        start = next((o for s, o in packed if s is schedule), None)
+        if start is None:
+            start = offset
+            packed.append((schedule, start))
+            programs.append(schedule.pack())
+            offset += len(programs[-1])
+        rows[g, fields["base_lr"]] = group["lr"]
+        rows[g, fields["weight_decay"]] = group["weight_decay"]
+        if kind == "sgd":
+            rows[g, fields["momentum"]] = group["momentum"]
+            rows[g, fields["dampening"]] = group["dampening"]
+        else:
+            rows[g, fields["momentum"]], rows[g, fields["dampening"]] = group["betas"]
+            rows[g, fields["eps"]] = group["eps"]
+        rows[g, fields["program"]] = start
+    return rows, torch.cat(programs)
+
+
+def group_lrs_at(param_groups: list[dict], step: torch.Tensor, base_all: torch.Tensor) -> torch.Tensor:
+    """lr of every group at ``step`` (an int64 tensor on any device) given the
+    groups' base lrs ``base_all`` (float64 (G,) on the same device), as a float64
+    tensor (G,) there, computed with tensor ops only (no host sync)."""
+    t = step.to(torch.float64).reshape(1, 1)
+    lrs = []
+    for g, group in enumerate(param_groups):
+        schedule: Schedule = group["schedule"]
+        if schedule.num_groups is None:
+            lrs.append(evaluate(schedule, t, base_all[g:g + 1].reshape(1, 1)).reshape(1))
+        else:
+            lrs.append(evaluate(schedule, t, base_all.reshape(1, -1)).reshape(-1)[g:g + 1])
+    return torch.cat(lrs)

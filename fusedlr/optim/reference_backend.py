@@ -1,0 +1,78 @@
+"""One optimizer step in plain PyTorch: the oracle for the native kernels and
+the fallback on devices without one. Written from torch.optim's update rules;
+tensor ops only, so it never reads a device value on the host. A step that
+GradScaler found inf/nan in is computed and then discarded with torch.where."""
+from __future__ import annotations
+
+import torch
+
+from .buckets import Bucket, Entry
+from .device_state import DeviceState
+from .group_tables import group_lrs_at
+
+
+def _math_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _commit(target: torch.Tensor, value: torch.Tensor, skip: torch.Tensor | None) -> None:
+    target.copy_(value if skip is None else torch.where(skip, target, value.to(target.dtype)))
+
+
+def _grad(e: Entry, math: torch.dtype, inv_scale: torch.Tensor | None, maximize: bool) -> torch.Tensor:
+    g = e.grad.to(math)
+    if inv_scale is not None:
+        g = g * inv_scale.to(math)
+    return -g if maximize else g
+
+
+def _sgd(e: Entry, group: dict, lr: torch.Tensor, bucket: Bucket, inv_scale, skip) -> None:
+    math = _math_dtype(bucket.dtype)
+    g = _grad(e, math, inv_scale, bucket.maximize)
+    p = e.work.to(math)
+    if group["weight_decay"] != 0:
+        g = g + group["weight_decay"] * p
+    if group["momentum"] != 0:
+        buf_state = e.states[0]
+        buf = buf_state.to(math) * group["momentum"] + (1 - group["dampening"]) * g
+        buf = torch.where(e.step == 0, g, buf)  # the first update starts the buffer at d_p
+        _commit(buf_state, buf, skip)
+        g = g + group["momentum"] * buf if bucket.nesterov else buf
+    _commit(e.work, p + (-lr).to(math) * g, skip)
+
+
+def _adamw(e: Entry, group: dict, lr: torch.Tensor, bucket: Bucket, inv_scale, skip) -> None:
+    math = _math_dtype(bucket.dtype)
+    beta1, beta2 = group["betas"]
+    exp_avg, exp_avg_sq, max_exp_avg_sq = e.states
+    step = (e.step + 1).to(torch.float64)
+    bias1 = 1 - torch.pow(beta1, step)
+    bias2_sqrt = torch.sqrt(1 - torch.pow(beta2, step))
+    g = _grad(e, math, inv_scale, bucket.maximize)
+    p = e.work.to(math) * (1 - lr * group["weight_decay"]).to(math)
+    m = torch.lerp(exp_avg.to(math), g, 1 - beta1)
+    v = exp_avg_sq.to(math) * beta2 + (1 - beta2) * g * g
+    _commit(exp_avg, m, skip)
+    _commit(exp_avg_sq, v, skip)
+    if bucket.amsgrad:
+        v = torch.maximum(max_exp_avg_sq.to(math), v)
+        _commit(max_exp_avg_sq, v, skip)
+    denom = v.sqrt() / bias2_sqrt.to(math) + group["eps"]
+    _commit(e.work, p + (-(lr / bias1)).to(math) * m / denom, skip)
+
+
+def run(ds: DeviceState, buckets: list[Bucket], kind: str, param_groups: list[dict],
+        grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None) -> None:
+    lrs = group_lrs_at(param_groups, ds.step, ds.base_lrs)
+    # GradScaler unscales by the float32 reciprocal of its scale
+    inv_scale = None if grad_scale is None else grad_scale.double().reciprocal().float().reshape(())
+    skip = None if found_inf is None else (found_inf.reshape(()) != 0)
+    not_skipped = 1 if skip is None else (~skip).to(torch.int64)
+    update = _sgd if kind == "sgd" else _adamw
+    for bucket in buckets:
+        for e in bucket.entries:
+            update(e, param_groups[e.group], lrs[e.group], bucket, inv_scale, skip)
+            e.step.add_(not_skipped)
+        bucket.write_back()
+    ds.step.add_(not_skipped)
+    ds.next_lr.copy_(group_lrs_at(param_groups, ds.step, ds.base_lrs))

@@ -1,0 +1,67 @@
+"""fusedlr.SGD: torch.optim.SGD with the lr schedule evaluated in the kernel."""
+from __future__ import annotations
+
+import torch
+
+from ..schedules import _checks as check
+from .base import FusedOptimizer
+from .torch_flags import check_torch_flags
+
+
+class SGD(FusedOptimizer):
+    """Stochastic gradient descent (momentum, dampening, Nesterov, weight decay),
+    with torch.optim.SGD's arguments, defaults and update rule::
+
+        d_p = grad + weight_decay * p
+        buf = momentum * buf + (1 - dampening) * d_p      (buf = d_p on a param's first update)
+        d_p = d_p + momentum * buf if nesterov else buf
+        p  -= lr_t * d_p
+
+    ``lr_t = schedule(step)`` scales each group's ``lr`` (its base lr), evaluated
+    inside the kernel from an int64 step counter on the params' device; no
+    ``scheduler.step()``. ``schedule`` may also be set per param group.
+    ``backend``: None picks the native kernel of the params' device (else the
+    pure-PyTorch reference); "reference", "cpu" or "cuda" force one.
+    ``foreach``/``fused`` are accepted for compatibility and ignored (always fused);
+    ``differentiable=True`` is refused.
+    """
+
+    kind = "sgd"
+    state_names = ("momentum_buffer", "", "")
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
+                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
+                 schedule=None, backend: str | None = None, foreach=None, differentiable: bool = False,
+                 fused=None):
+        check_torch_flags(differentiable)
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize, schedule=schedule)
+        self.check_group(defaults)
+        super().__init__(params, defaults, backend)
+
+    def check_group(self, group: dict) -> None:
+        group["lr"] = check.nonnegative("lr", _number(group["lr"]))
+        group["momentum"] = check.nonnegative("momentum", group["momentum"])
+        group["dampening"] = check.in_range("dampening", group["dampening"], 0, 1)
+        group["weight_decay"] = check.nonnegative("weight_decay", group["weight_decay"])
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("nesterov=True requires momentum > 0 and dampening = 0, got "
+                             f"momentum={group['momentum']}, dampening={group['dampening']}")
+
+    def flags(self, group: dict) -> tuple:
+        return bool(group["maximize"]), bool(group["nesterov"]), False
+
+    def complete_state(self, param: torch.Tensor, group: dict, state: dict) -> None:
+        if group["momentum"] != 0 and state.get("momentum_buffer") is None:
+            state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.contiguous_format)
+
+    def adopt_state(self, param, group, loaded):
+        state = super().adopt_state(param, group, loaded)
+        if "step" not in loaded and loaded.get("momentum_buffer") is not None:
+            state["step"].fill_(1)  # torch's SGD keeps no step: a buffer means it has started
+        return state
+
+
+def _number(value):
+    """A group lr given as a 0-d tensor is read once here (not in step())."""
+    return float(value) if isinstance(value, torch.Tensor) and value.numel() == 1 else value
