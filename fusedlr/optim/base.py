@@ -174,10 +174,10 @@ class FusedOptimizer(torch.optim.Optimizer):
     @property
     def current_lr(self) -> torch.Tensor:
         """float64 tensor (one entry per param group), on the device of the first
-        param, holding the lr the next step will use: log it without a host sync."""
+        param, holding the lr the next step will use: log it without a host sync.
+        Reflects param_group edits made since the last step."""
         ds = self._primary()
-        if ds.next_lr is None:
-            self._refresh_tables()
+        self._refresh_tables()
         return ds.next_lr
 
     # ---- checkpoints --------------------------------------------------------

@@ -52,16 +52,13 @@ def check_param(param: torch.Tensor, where: str) -> None:
 
 
 def check_grad(param: torch.Tensor, grad: torch.Tensor, index: str) -> None:
-    """Refuse a gradient the update cannot use, before any state changes."""
+    """Refuse a gradient the update cannot use, before any state changes
+    (torch's grad setter already enforces shape and device; dtype only unless
+    the param's ``grad_dtype`` allows another)."""
     if grad.is_sparse:
         raise RuntimeError(f"{index}: sparse gradients are not supported by fusedlr optimizers")
     if grad.dtype != param.dtype:
         raise TypeError(f"{index}: gradient dtype {grad.dtype} differs from the param dtype {param.dtype}")
-    if grad.device != param.device:
-        raise RuntimeError(f"{index}: gradient is on {grad.device} but the param is on {param.device}")
-    if grad.shape != param.shape:
-        raise RuntimeError(f"{index}: gradient shape {tuple(grad.shape)} differs from the param shape "
-                           f"{tuple(param.shape)}")
 
 
 def collect(param_groups: list[dict], state: dict, state_names: tuple, flags_of) -> dict:
