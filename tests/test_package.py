@@ -102,3 +102,14 @@ def test_plot_writes_a_png(tmp_path):
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 5000
+
+
+def test_demo_trains_both_ways_and_agrees_with_torch(tmp_path, capsys):
+    from fusedlr import demo
+
+    assert demo.main(["--out", str(tmp_path), "--steps", "30", "--schedule-steps", "70"]) == 0
+    printed = capsys.readouterr().out
+    assert "fusedlr.AdamW + schedule" in printed and "MISMATCH" not in printed
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "training.png").stat().st_size > 0
+    assert (tmp_path / "schedules.png").stat().st_size > 0
