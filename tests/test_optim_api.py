@@ -261,3 +261,19 @@ def test_group_lr_is_the_base_lr_the_schedule_scales(backend):
     torch.testing.assert_close(opt.current_lr.cpu(), torch.tensor([0.5 * (1 - 4 / 10)], dtype=torch.float64))
     opt.param_groups[0]["lr"] = 1.0
     torch.testing.assert_close(opt.current_lr.cpu(), torch.tensor([1 - 4 / 10], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_grads_and_params_moving_to_new_storage_are_followed(name, backend):
+    """The step plan and pointer tables are kept between steps: new grad tensors
+    and a param whose storage is swapped (``p.data = ...``) must still be used."""
+    kept_alive = []  # old grads stay allocated, so new ones cannot reuse their addresses
+
+    def move(step, opt):
+        if step == 8:  # step 7 also had every grad: the kept plan would be reused
+            for p in opt.param_groups[0]["params"][:2]:
+                p.data = p.data.clone()
+        kept_alive.extend(p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None)
+
+    tp, fp = _lockstep(name, backend, 15, between=move)
+    assert max_relative_error(tp, fp) < 1e-5

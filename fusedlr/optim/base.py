@@ -12,8 +12,9 @@ import torch
 from .. import _native
 from ..schedules import Constant, Schedule
 from . import native_backend, reference_backend
-from .buckets import check_param, collect
+from .buckets import check_param
 from .device_state import DeviceState
+from .step_plan import StepPlan
 
 
 def default_backend(device: torch.device) -> str:
@@ -40,6 +41,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             _native.check_backend(backend)
         self._forced_backend = backend
         self._devices: dict[torch.device, DeviceState] = {}
+        self._plan = StepPlan()
         super().__init__(params, defaults)
 
     # ---- groups and state ----------------------------------------------------
@@ -131,7 +133,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
         self._refresh_tables()
-        work = collect(self.param_groups, self.state, self.state_names, self.flags)
+        work = self._plan.work_for(self.param_groups, self.state, self.state_names, self.flags)
         for device, ds in self._devices.items():
             scale = _on(grad_scale, device)
             inf = _on(found_inf, device)
@@ -148,6 +150,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         stale = [ds for ds in self._devices.values() if ds.is_stale(self.param_groups, self.kind)]
         if not stale:
             return
+        self._plan.invalidate()  # buckets follow the groups' modes and state tensors
         for g, group in enumerate(self.param_groups):
             self._check_and_fill_schedule(group, f"param_groups[{g}]")
             self.check_group(group)
@@ -211,7 +214,6 @@ class FusedOptimizer(torch.optim.Optimizer):
         for ds in self._devices.values():
             ds.step.fill_(count)
             ds.key = None
-            ds.tensor_tables.clear()
 
     def adopt_state(self, param: torch.Tensor, group: dict, loaded: dict) -> dict:
         """A loaded state (fusedlr's or torch's) in this optimizer's layout:

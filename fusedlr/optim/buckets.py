@@ -19,6 +19,17 @@ class Entry:
     states: tuple  # (state0, state1, state2): tensors or None, per optimizer (see step_layout.h)
     step: torch.Tensor
     group: int
+    where: str  # "param_groups[g]['params'][i]", for errors
+
+    def refresh(self) -> None:
+        """Ready a kept entry for a new step: re-read the param's current grad
+        (checked; contiguous as the kernels need) and the values of a
+        non-contiguous param into its contiguous stand-in."""
+        grad = self.param.grad
+        check_grad(self.param, grad, self.where)
+        self.grad = grad if grad.is_contiguous() else grad.contiguous()
+        if self.work is not self.param:
+            self.work.copy_(self.param)
 
 
 @dataclass
@@ -29,6 +40,8 @@ class Bucket:
     nesterov: bool
     amsgrad: bool
     entries: list = field(default_factory=list)
+    #: the native backend's device pointer tables, kept with the bucket (see native_backend)
+    native: object = None
 
     def write_back(self) -> None:
         """Copy updated contiguous stand-ins back into non-contiguous params."""
@@ -72,7 +85,7 @@ def collect(param_groups: list[dict], state: dict, state_names: tuple, flags_of)
     by_device: dict = {}
     for g, group in enumerate(param_groups):
         flags = flags_of(group)
-        for p in group["params"]:
+        for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
             key = (p.dtype, *flags)
@@ -83,5 +96,6 @@ def collect(param_groups: list[dict], state: dict, state_names: tuple, flags_of)
             st = state[p]
             work = p if p.is_contiguous() else p.contiguous()
             states = tuple(st.get(name) if name else None for name in state_names)
-            bucket.entries.append(Entry(p, work, p.grad.contiguous(), states, st["step"], g))
+            where = f"param_groups[{g}]['params'][{i}]"
+            bucket.entries.append(Entry(p, work, p.grad.contiguous(), states, st["step"], g, where))
     return {device: list(buckets.values()) for device, buckets in by_device.items()}

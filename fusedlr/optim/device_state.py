@@ -1,7 +1,6 @@
 """What an optimizer keeps on each device it updates: the int64 schedule step,
 the group table and packed schedules (re-uploaded only when a group's
-hyperparameters or schedule change), the groups' next lrs, and the cached
-per-bucket pointer tables."""
+hyperparameters or schedule change) and the groups' next lrs."""
 from __future__ import annotations
 
 import torch
@@ -16,7 +15,6 @@ class DeviceState:
         self.step = torch.full((), step, dtype=torch.int64, device=device)
         self.key = None
         self.groups = self.program = self.base_lrs = self.next_lr = None
-        self.tensor_tables: dict = {}
 
     def is_stale(self, param_groups: list[dict], kind: str) -> bool:
         """Did a group's hyperparameters or schedule change since the last upload?"""

@@ -1,6 +1,8 @@
 """One optimizer step on the native kernels (CPU module or CUDA module)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .. import _native
@@ -21,22 +23,35 @@ def _tensor_rows(bucket: Bucket) -> list[int]:
     return rows
 
 
-def _tables(ds: DeviceState, bucket: Bucket) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """(tensor table, chunk table or None, number of chunks) on the bucket's device.
-    CUDA tables are cached and re-uploaded only when a pointer changes."""
-    rows = _tensor_rows(bucket)
-    if bucket.device.type == "cpu":
-        return torch.tensor(rows, dtype=torch.int64), None, 0
-    key = (bucket.dtype, bucket.maximize, bucket.nesterov, bucket.amsgrad)
-    cached = ds.tensor_tables.get(key)
-    if cached is not None and cached[0] == rows:
-        return cached[1], cached[2], cached[3]
-    chunks = [v for t, e in enumerate(bucket.entries) for begin in range(0, e.work.numel(), CUDA_CHUNK)
-              for v in (t, begin)]
-    table = torch.tensor(rows, dtype=torch.int64).to(bucket.device)
-    chunk_table = torch.tensor(chunks or [0], dtype=torch.int64).to(bucket.device)
-    ds.tensor_tables[key] = (rows, table, chunk_table, len(chunks) // 2)
-    return table, chunk_table, len(chunks) // 2
+@dataclass
+class NativeTables:
+    """A bucket's pointer table (and CUDA chunk table) on its device."""
+    table: torch.Tensor  # int64 (tensors, NUM_TENSOR_FIELDS)
+    chunks: torch.Tensor | None  # CUDA: int64 (tensor, first element) per block
+    num_chunks: int
+    grad_ptrs: list
+
+
+def _tables(bucket: Bucket) -> NativeTables:
+    """The bucket's tables, built once and kept with it; a grad that moved since
+    the last step only rewrites the grad column."""
+    grad_ptrs = [e.grad.data_ptr() for e in bucket.entries]
+    tables = bucket.native
+    if tables is None:
+        rows = torch.tensor(_tensor_rows(bucket), dtype=torch.int64)
+        chunks, num_chunks = None, 0
+        if bucket.device.type == "cuda":
+            starts = [v for t, e in enumerate(bucket.entries) for begin in range(0, e.work.numel(), CUDA_CHUNK)
+                      for v in (t, begin)]
+            chunks = torch.tensor(starts or [0], dtype=torch.int64).to(bucket.device)
+            num_chunks = len(starts) // 2
+        table = rows.view(len(bucket.entries), -1).to(bucket.device)
+        tables = bucket.native = NativeTables(table, chunks, num_chunks, grad_ptrs)
+    elif tables.grad_ptrs != grad_ptrs:
+        column = _native.format_constants().TENSOR_FIELDS["grad"]
+        tables.table[:, column].copy_(torch.tensor(grad_ptrs, dtype=torch.int64))
+        tables.grad_ptrs = grad_ptrs
+    return tables
 
 
 def _ptr(t: torch.Tensor | None) -> int:
@@ -55,12 +70,13 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int,
                   kind=constants.OPTIMIZER_KINDS[kind])
     threads = torch.get_num_threads()
     for i, bucket in enumerate(buckets):
-        table, chunks, num_chunks = _tables(ds, bucket)
-        args = dict(common, tensors=table.data_ptr(), num_tensors=len(bucket.entries),
+        tables = _tables(bucket)
+        args = dict(common, tensors=tables.table.data_ptr(), num_tensors=len(bucket.entries),
                     dtype=constants.DTYPES[str(bucket.dtype).removeprefix("torch.")],
                     maximize=bucket.maximize, nesterov=bucket.nesterov, amsgrad=bucket.amsgrad)
         if on_cuda:
-            module.update(*prefix, chunks=chunks.data_ptr(), num_chunks=num_chunks, chunk_size=CUDA_CHUNK, **args)
+            module.update(*prefix, chunks=tables.chunks.data_ptr(), num_chunks=tables.num_chunks,
+                          chunk_size=CUDA_CHUNK, **args)
         else:
             module.update(num_threads=threads, **args)
         module.finish(*prefix, advance=i == len(buckets) - 1, next_lr=ds.next_lr.data_ptr(), **args)
