@@ -15,8 +15,9 @@ constexpr int64_t kChunk = 1 << 15;
 
 struct Chunk { int64_t tensor, begin, end; };
 
+// always inlined, so each ISA variant below compiles the loops for its own vectors
 template <typename T>
-void update_range(const StepArgs& a, const std::vector<double>& lrs, double factor,
+__attribute__((always_inline)) inline void update_range(const StepArgs& a, const std::vector<double>& lrs, double factor,
                   const Chunk& c) {
   using M = typename math_type<T>::type;
   const int64_t* row = a.tensors + c.tensor * kTensorFields;
@@ -43,14 +44,35 @@ void update_range(const StepArgs& a, const std::vector<double>& lrs, double fact
   }
 }
 
-template <typename T>
-void update_chunks(const StepArgs& a, const std::vector<Chunk>& chunks, int num_threads) {
+// The element loops are compiled for AVX-512 and AVX2 as well as the baseline
+// ISA, picked at load time by the CPU (GCC function multiversioning), so one
+// build runs anywhere and still uses wide vectors. FMA contraction is off in
+// CMake, so every variant rounds like the scalar maths.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FUSEDLR_CPU_VARIANTS __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FUSEDLR_CPU_VARIANTS
+#endif
+
+using RangeUpdate = void (*)(const StepArgs&, const std::vector<double>&, double, const Chunk&);
+
+FUSEDLR_CPU_VARIANTS void update_range_f32(const StepArgs& a, const std::vector<double>& lrs, double f,
+                                           const Chunk& c) { update_range<float>(a, lrs, f, c); }
+FUSEDLR_CPU_VARIANTS void update_range_f64(const StepArgs& a, const std::vector<double>& lrs, double f,
+                                           const Chunk& c) { update_range<double>(a, lrs, f, c); }
+FUSEDLR_CPU_VARIANTS void update_range_f16(const StepArgs& a, const std::vector<double>& lrs, double f,
+                                           const Chunk& c) { update_range<half_bits>(a, lrs, f, c); }
+FUSEDLR_CPU_VARIANTS void update_range_bf16(const StepArgs& a, const std::vector<double>& lrs, double f,
+                                            const Chunk& c) { update_range<bf16_bits>(a, lrs, f, c); }
+
+void update_chunks(RangeUpdate update_range_of_dtype, const StepArgs& a, const std::vector<Chunk>& chunks,
+                   int num_threads) {
   std::vector<double> lrs(a.num_groups);
   for (int64_t g = 0; g < a.num_groups; ++g) lrs[g] = group_lr(a.groups, a.program, g, *a.global_step);
   const double factor = grad_factor(a.grad_scale, a.maximize);
   const int64_t n = (int64_t)chunks.size();
 #pragma omp parallel for schedule(static) num_threads(num_threads) if (n > 1 && num_threads > 1)
-  for (int64_t c = 0; c < n; ++c) update_range<T>(a, lrs, factor, chunks[c]);
+  for (int64_t c = 0; c < n; ++c) update_range_of_dtype(a, lrs, factor, chunks[c]);
 }
 
 }  // namespace
@@ -64,10 +86,10 @@ void update(const StepArgs& a, int num_threads) {
       chunks.push_back({t, begin, begin + kChunk < numel ? begin + kChunk : numel});
   }
   switch (a.dtype) {
-    case kFloat32: update_chunks<float>(a, chunks, num_threads); break;
-    case kFloat64: update_chunks<double>(a, chunks, num_threads); break;
-    case kFloat16: update_chunks<half_bits>(a, chunks, num_threads); break;
-    case kBFloat16: update_chunks<bf16_bits>(a, chunks, num_threads); break;
+    case kFloat32: update_chunks(update_range_f32, a, chunks, num_threads); break;
+    case kFloat64: update_chunks(update_range_f64, a, chunks, num_threads); break;
+    case kFloat16: update_chunks(update_range_f16, a, chunks, num_threads); break;
+    case kBFloat16: update_chunks(update_range_bf16, a, chunks, num_threads); break;
   }
 }
 
