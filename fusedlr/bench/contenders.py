@@ -1,0 +1,104 @@
+"""The optimizers raced against each other. Each contender builds its optimizer
+on a workload's params and returns it with a ``step()`` callable that does
+everything one training step needs from the optimizer, schedule included."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+import fusedlr
+from fusedlr import schedules as S
+
+#: bytes each element moves per step, in units of the param's element size:
+#: AdamW reads p, g, m, v and writes p, m, v; SGD-momentum reads p, g, buf and writes p, buf
+ACCESSES_PER_ELEMENT = {"adamw": 7, "sgd": 5}
+HYPER = {"adamw": dict(lr=1e-3, weight_decay=1e-2), "sgd": dict(lr=1e-2, momentum=0.9)}
+TOTAL_STEPS, WARMUP_STEPS = 100_000, 1_000
+
+
+@dataclass
+class Contender:
+    name: str
+    #: build(params, optimizer name) -> (torch.optim.Optimizer, step callable)
+    build: Callable
+    #: the step is a CUDA graph replay (host time is the replay call alone)
+    graphed: bool = False
+    #: the torch fused path every ratio is taken against
+    baseline: bool = False
+
+
+def _torch_warmup_cosine(opt):
+    lrs = torch.optim.lr_scheduler
+    return lrs.SequentialLR(opt, [lrs.LinearLR(opt, 1e-2, 1.0, WARMUP_STEPS),
+                                  lrs.CosineAnnealingLR(opt, TOTAL_STEPS - WARMUP_STEPS)],
+                            milestones=[WARMUP_STEPS])
+
+
+def fusedlr_warmup_cosine():
+    return S.with_warmup(S.Cosine(TOTAL_STEPS - WARMUP_STEPS), WARMUP_STEPS, start_factor=1e-2)
+
+
+def _torch_class(optimizer: str):
+    return torch.optim.AdamW if optimizer == "adamw" else torch.optim.SGD
+
+
+def _torch_eager(mode: str):
+    flags = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}[mode]
+
+    def build(params, optimizer):
+        opt = _torch_class(optimizer)(params, **HYPER[optimizer], **flags)
+        sched = _torch_warmup_cosine(opt)
+
+        def step():
+            opt.step()
+            sched.step()
+        return opt, step
+    return build
+
+
+def _fusedlr_eager(params, optimizer):
+    cls = fusedlr.AdamW if optimizer == "adamw" else fusedlr.SGD
+    opt = cls(params, **HYPER[optimizer], schedule=fusedlr_warmup_cosine())
+    return opt, opt.step
+
+
+def _capture(step: Callable, warmup_steps: int = 3) -> Callable:
+    """Run ``step`` a few times on a side stream, capture one call, return the replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup_steps):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+def _fusedlr_graphed(params, optimizer):
+    opt, step = _fusedlr_eager(params, optimizer)
+    return opt, _capture(step)
+
+
+def _torch_fused_capturable_graphed(params, optimizer):
+    """The best torch does inside a graph: fused + capturable, constant lr (no scheduler)."""
+    extra = dict(capturable=True) if optimizer == "adamw" else {}
+    opt = _torch_class(optimizer)(params, **HYPER[optimizer], fused=True, **extra)
+    return opt, _capture(opt.step)
+
+
+def contenders(device: torch.device) -> list[Contender]:
+    """Everything that runs on ``device``; the torch fused path is the baseline."""
+    found = [
+        Contender("torch for-loop + sched", _torch_eager("for-loop")),
+        Contender("torch foreach + sched", _torch_eager("foreach")),
+        Contender("torch fused + sched", _torch_eager("fused"), baseline=True),
+        Contender("fusedlr eager", _fusedlr_eager),
+    ]
+    if device.type == "cuda":
+        found += [Contender("torch fused capturable graph (const lr)", _torch_fused_capturable_graphed, graphed=True),
+                  Contender("fusedlr graph", _fusedlr_graphed, graphed=True)]
+    return found

@@ -1,0 +1,58 @@
+"""The benchmark harness end to end in --quick mode: a smoke test of the
+output's shape and consistency, never of the speed."""
+import json
+
+import pytest
+import torch
+
+from fusedlr.bench import cli, preset, shapes_from_json, shapes_of
+from fusedlr.bench.contenders import ACCESSES_PER_ELEMENT
+
+
+def test_quick_run_writes_a_well_formed_json(tmp_path, capsys):
+    shapes = tmp_path / "shapes.json"
+    shapes.write_text(json.dumps([[300, 7], [5], []]))
+    assert cli.main(["--quick", "--device", "cpu", "--preset", "tiny-1000", "--shapes", str(shapes),
+                     "--optimizer", "adamw", "sgd", "--steps", "2", "--out", str(tmp_path), "--name", "smoke",
+                     "--no-plot"]) == 0
+    printed = capsys.readouterr().out
+    assert "torch fused + sched" in printed and "fusedlr eager" in printed
+    results = json.loads((tmp_path / "smoke.json").read_text())
+    assert results["meta"]["torch"] == torch.__version__ and results["meta"]["threads"] >= 1
+    assert len(results["runs"]) == 4  # 2 workloads x 2 optimizers
+    for run in results["runs"]:
+        element = 4  # fp32
+        assert run["copy_bandwidth_bytes_per_s"] > 0
+        assert run["bytes_per_step"] == run["numel"] * element * ACCESSES_PER_ELEMENT[run["optimizer"]]
+        names = [r["contender"] for r in run["results"]]
+        assert names == ["torch for-loop + sched", "torch foreach + sched", "torch fused + sched", "fusedlr eager"]
+        for r in run["results"]:
+            assert "error" not in r, r
+            assert len(r["device_ms_all"]) == 2 and r["device_ms"] > 0 and r["host_ms"] > 0
+            assert r["achieved_bytes_per_s"] == pytest.approx(run["bytes_per_step"] / (r["device_ms"] / 1e3))
+            assert r["state_bytes"] > 0
+        baseline = next(r for r in run["results"] if r["baseline"])
+        assert baseline["speedup_vs_baseline"] == 1.0
+
+
+def test_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    assert cli.main(["--quick", "--device", "cpu", "--preset", "large", "--steps", "1", "--warmup", "0",
+                     "--contender", "fusedlr eager", "--out", str(tmp_path), "--name", "p"]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_workload_sources():
+    assert len(preset("gpt2-small")) == 148
+    assert sum(torch.Size(s).numel() for s in preset("gpt2-small")) == 124_439_808  # GPT-2 small's count
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    assert shapes_of(model) == [(4, 3), (4,), (4,), (4,)]
+    with pytest.raises(ValueError, match="preset must be one of"):
+        preset("resnet")
+
+
+def test_bad_shapes_file_is_refused(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"a": [1, 2]}))
+    with pytest.raises(ValueError, match="list of shapes"):
+        shapes_from_json(str(bad))
