@@ -30,16 +30,13 @@ FUSEDLR_IO float half_to_float(uint16_t h) {
 #if defined(__CUDA_ARCH__)
   __half v; memcpy(&v, &h, 2); return __half2float(v);
 #else
+  // every case computed, then selected: no branches, so CPU loops vectorise
   const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  if (exp == 0x1f) return bits_float(sign | 0x7f800000u | (man << 13));  // inf / nan
-  if (exp == 0) {
-    if (man == 0) return bits_float(sign);
-    // subnormal: value = man * 2^-24
-    float v = (float)man * 5.9604644775390625e-08f;
-    return sign ? -v : v;
-  }
-  return bits_float(sign | ((exp + 112u) << 23) | (man << 13));
+  const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  const uint32_t normal = sign | ((exp + 112u) << 23) | (man << 13);
+  const uint32_t inf_nan = sign | 0x7f800000u | (man << 13);
+  const uint32_t subnormal = sign | float_bits((float)(int32_t)man * 5.9604644775390625e-08f);  // man * 2**-24, exact
+  return bits_float(exp == 0x1fu ? inf_nan : exp == 0u ? subnormal : normal);
 #endif
 }
 
@@ -47,23 +44,21 @@ FUSEDLR_IO uint16_t float_to_half(float f) {
 #if defined(__CUDA_ARCH__)
   __half v = __float2half_rn(f); uint16_t h; memcpy(&h, &v, 2); return h;
 #else
+  // round to nearest even; every case computed, then selected (vectorisable)
   const uint32_t u = float_bits(f);
-  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs >= 0x7f800000u)  // inf or nan (keep nan quiet)
-    return sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u);
-  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds past 65504: inf
-  if (abs < 0x38800000u) {
-    // subnormal or zero in fp16: round abs / 2^-24 to nearest even
-    const float scaled = bits_float(abs) * 16777216.0f;  // exact (power of two)
-    uint32_t q = (uint32_t)scaled;
-    const float rest = scaled - (float)q;
-    if (rest > 0.5f || (rest == 0.5f && (q & 1u))) ++q;
-    return sign | (uint16_t)q;
-  }
-  // normal: drop 13 mantissa bits with round to nearest even
-  const uint32_t rounded = abs + 0xfffu + ((abs >> 13) & 1u);
-  return sign | (uint16_t)((rounded - 0x38000000u) >> 13);
+  const uint32_t inf_nan = 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u);  // nan stays quiet
+  const uint32_t normal = (abs + 0xfffu + ((abs >> 13) & 1u) - 0x38000000u) >> 13;
+  // below 2**-14: the half subnormal count is x * 2**24 rounded to an integer;
+  // adding and removing 2**23 rounds it to nearest even in float arithmetic
+  const bool tiny = abs < 0x38800000u;
+  const float scaled = bits_float(tiny ? abs : 0u) * 16777216.0f;
+  const uint32_t subnormal = (uint32_t)(int32_t)((scaled + 8388608.0f) - 8388608.0f);  // signed: vectorises
+  const uint32_t magnitude = abs >= 0x7f800000u ? inf_nan
+                             : abs >= 0x477ff000u ? 0x7c00u  // rounds past 65504: inf
+                             : tiny ? subnormal : normal;
+  return (uint16_t)(sign | magnitude);
 #endif
 }
 
@@ -71,8 +66,9 @@ FUSEDLR_IO float bf16_to_float(uint16_t b) { return bits_float((uint32_t)b << 16
 
 FUSEDLR_IO uint16_t float_to_bf16(float f) {
   const uint32_t u = float_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);  // quiet nan
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // nearest even
+  const uint32_t quiet_nan = (u >> 16) | 0x40u;
+  return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);  // a select, not a branch
 }
 
 }  // namespace detail
