@@ -277,3 +277,34 @@ def test_grads_and_params_moving_to_new_storage_are_followed(name, backend):
 
     tp, fp = _lockstep(name, backend, 15, between=move)
     assert max_relative_error(tp, fp) < 1e-5
+
+
+def test_upload_hyperparameters_rewrites_the_device_tables_in_place(backend):
+    """What a CUDA graph replay needs: edited values land at the same addresses,
+    and the kept step plan (pointer tables) survives."""
+    p = _param(device_for(backend))
+    wsd = S.warmup_stable_decay(10, 20, num_stable_steps=1000)
+    opt = fusedlr.AdamW([p], lr=1e-2, schedule=wsd, backend=backend)
+    for _ in range(35):
+        p.grad = torch.ones_like(p)
+        opt.step()
+    tables, plan = opt._table_addresses(), opt._plan.work
+    group = opt.param_groups[0]
+    group["lr"], group["weight_decay"], group["betas"] = 2e-2, 0.2, (0.8, 0.99)
+    group["schedule"] = decay_now = S.warmup_stable_decay(10, 20, num_stable_steps=20)  # start the decay now
+    opt.upload_hyperparameters()
+    assert opt._table_addresses() == tables and opt._plan.work is plan
+    expected = decay_now.values([35], [2e-2], backend="reference").reshape(1)  # 5 steps into the decay
+    assert float(expected) < 2e-2
+    torch.testing.assert_close(opt.current_lr.cpu(), expected, rtol=1e-12, atol=0)
+
+
+def test_upload_hyperparameters_says_when_a_graph_must_be_recaptured(backend):
+    p = _param(device_for(backend))
+    opt = fusedlr.SGD([p], lr=0.1, momentum=0.9, backend=backend)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    opt.param_groups[0]["nesterov"] = True
+    with pytest.raises(RuntimeError, match="captured again"):
+        opt.upload_hyperparameters()
+    opt.upload_hyperparameters()  # applied: nothing left to change

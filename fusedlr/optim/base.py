@@ -42,6 +42,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._forced_backend = backend
         self._devices: dict[torch.device, DeviceState] = {}
         self._plan = StepPlan()
+        self._layout = None
         super().__init__(params, defaults)
 
     # ---- groups and state ----------------------------------------------------
@@ -150,7 +151,6 @@ class FusedOptimizer(torch.optim.Optimizer):
         stale = [ds for ds in self._devices.values() if ds.is_stale(self.param_groups, self.kind)]
         if not stale:
             return
-        self._plan.invalidate()  # buckets follow the groups' modes and state tensors
         for g, group in enumerate(self.param_groups):
             self._check_and_fill_schedule(group, f"param_groups[{g}]")
             self.check_group(group)
@@ -158,8 +158,37 @@ class FusedOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:  # e.g. momentum or amsgrad switched on
             for p in group["params"]:
                 self.complete_state(p, group, self.state[p])
+        # buckets (and the pointer tables a CUDA graph captured) follow the groups'
+        # modes and state tensors; a changed value alone keeps them
+        layout = ([self.flags(g) for g in self.param_groups], sum(len(st) for st in self.state.values()))
+        if layout != self._layout:
+            self._plan.invalidate()
+            self._layout = layout
         for ds in stale:
             ds.refresh(self.param_groups, self.kind)
+
+    def upload_hyperparameters(self) -> None:
+        """Check param_group edits made since the last step (lr, weight_decay,
+        momentum, dampening, betas, eps, a new schedule of the same shape, e.g.
+        warmup_stable_decay with a new decay start) and write them into the device
+        tables in place. step() does this itself; call it between CUDA graph
+        replays, whose captured kernels read those tables.
+
+        Raises RuntimeError (after applying the edit) when it changed what a
+        captured graph holds: a mode (nesterov, maximize, amsgrad), momentum
+        switched on, or a schedule whose packed program has another length —
+        such edits, like adding params, need the graph to be captured again."""
+        addresses = self._table_addresses()
+        plan = self._plan.work
+        self._refresh_tables()
+        if self._table_addresses() != addresses or self._plan.work is not plan:
+            raise RuntimeError("the param_group edit changed the step's layout (a mode, new state, or a schedule "
+                               "of another shape); it is applied for eager steps, but a captured CUDA graph must "
+                               "be captured again")
+
+    def _table_addresses(self) -> list:
+        return [tuple(t.data_ptr() if t is not None else 0 for t in (ds.groups, ds.program, ds.base_lrs, ds.next_lr))
+                for ds in self._devices.values()]
 
     # ---- what users read --------------------------------------------------
     def _primary(self) -> DeviceState:
@@ -211,6 +240,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             count = int(extra["step_count"])
         else:
             count = max((int(st["step"]) for st in self.state.values() if "step" in st), default=0)
+        self._plan.invalidate()  # the state tensors were replaced
         for ds in self._devices.values():
             ds.step.fill_(count)
             ds.key = None

@@ -21,12 +21,19 @@ class DeviceState:
         return self.key is None or self.key != [hyper_key(g, kind) for g in param_groups]
 
     def refresh(self, param_groups: list[dict], kind: str) -> None:
-        """Upload the group table and recompute the next lrs (no host sync)."""
+        """Upload the group table and recompute the next lrs (no host sync). Tables
+        whose size did not change are overwritten in place, so a captured CUDA graph,
+        which holds their addresses, sees the new values at its next replay."""
         key = [hyper_key(g, kind) for g in param_groups]
         rows, program = pack_groups(param_groups, kind)
-        self.groups = rows.to(self.device)
-        self.program = program.to(self.device)
         base_column = _native.format_constants().GROUP_FIELDS["base_lr"]
-        self.base_lrs = rows[:, base_column].contiguous().to(self.device)
-        self.next_lr = group_lrs_at(param_groups, self.step, self.base_lrs)
+        self.groups = self._overwrite(self.groups, rows)
+        self.program = self._overwrite(self.program, program)
+        self.base_lrs = self._overwrite(self.base_lrs, rows[:, base_column].contiguous())
+        self.next_lr = self._overwrite(self.next_lr, group_lrs_at(param_groups, self.step, self.base_lrs))
         self.key = key
+
+    def _overwrite(self, table: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+        if table is not None and table.shape == value.shape and table.dtype == value.dtype:
+            return table.copy_(value)
+        return value.to(self.device)
