@@ -2,7 +2,6 @@
 on identical params and gradients: the trajectory oracle."""
 import torch
 
-import fusedlr
 from fusedlr import schedules as S
 
 # odd sizes on purpose: a 0-d param, an empty one, one not a multiple of 4,

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import fusedlr
-from conftest import NATIVE_BACKENDS
 from optim_oracle import clone_params, device_for, grads_for_step, make_params, max_relative_error, set_grads
 
 HALF_TYPES = [torch.float16, torch.bfloat16]
