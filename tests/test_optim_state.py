@@ -23,6 +23,15 @@ def _run(opt, params, base, steps, first=0):
         opt.step()
 
 
+def _step_together(base, steps, t_params, t_step, f_params, f_step):
+    """Torch and fusedlr stepped on the same grads; ``t_step`` may step a scheduler too."""
+    for step in steps:
+        for params in (t_params, f_params):
+            set_grads(params, grads_for_step(base, step))
+        t_step()
+        f_step()
+
+
 def _through_bytes(state_dict):
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)
@@ -78,12 +87,7 @@ def test_torch_adamw_checkpoint_loads_into_fusedlr(backend):
     f_opt.load_state_dict(_through_bytes(t_opt.state_dict()))
     assert int(f_opt.step_count) == 30
     assert [g["lr"] for g in f_opt.param_groups] == [1e-2, 3e-3]  # base lrs, from torch's initial_lr
-    for step in range(30, 70):
-        for params in (t_params, f_params):
-            set_grads(params, grads_for_step(base, step))
-        t_opt.step()
-        t_sched.step()
-        f_opt.step()
+    _step_together(base, range(30, 70), t_params, lambda: (t_opt.step(), t_sched.step()), f_params, f_opt.step)
     assert max_relative_error(t_params, f_params) < 1e-5
 
 
@@ -95,11 +99,7 @@ def test_fusedlr_checkpoint_loads_into_torch_adamw(backend):
     t_params = clone_params(f_params)
     t_opt = torch.optim.AdamW(t_params, lr=1e-2, weight_decay=0.1)
     t_opt.load_state_dict(_through_bytes(f_opt.state_dict()))
-    for step in range(25, 60):
-        for params in (t_params, f_params):
-            set_grads(params, grads_for_step(base, step))
-        t_opt.step()
-        f_opt.step()
+    _step_together(base, range(25, 60), t_params, t_opt.step, f_params, f_opt.step)
     assert max_relative_error(t_params, f_params) < 1e-5
 
 
@@ -116,9 +116,5 @@ def test_torch_sgd_checkpoint_loads_into_fusedlr(backend):
     f_opt = fusedlr.SGD(f_params, lr=0.05, momentum=0.9, backend=backend)
     f_opt.load_state_dict(_through_bytes(t_opt.state_dict()))
     f_opt.step_count.fill_(20)
-    for step in range(20, 50):
-        for params in (t_params, f_params):
-            set_grads(params, grads_for_step(base, step))
-        t_opt.step()
-        f_opt.step()
+    _step_together(base, range(20, 50), t_params, t_opt.step, f_params, f_opt.step)
     assert max_relative_error(t_params, f_params) < 1e-5
