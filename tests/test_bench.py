@@ -56,3 +56,13 @@ def test_bad_shapes_file_is_refused(tmp_path):
     bad.write_text(json.dumps({"a": [1, 2]}))
     with pytest.raises(ValueError, match="list of shapes"):
         shapes_from_json(str(bad))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--contender", "nope"], "--contender: unknown"),
+])
+def test_bad_arguments_are_refused_by_name(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["--quick", "--device", "cpu", *argv])

@@ -79,9 +79,11 @@ def main(argv=None) -> int:
     device = default_device() if args.device == "auto" else torch.device(args.device)
     if device.type == "cuda" and "cuda" not in fusedlr.available_backends():
         raise SystemExit(f"--device cuda: {fusedlr._native.cuda_unavailable_reason()}")
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    steps = args.steps or (5 if args.quick else 50)
+    steps = args.steps if args.steps is not None else (5 if args.quick else 50)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
     if steps < 1 or warmup < 0:
         raise SystemExit("--steps must be >= 1 and --warmup >= 0")
