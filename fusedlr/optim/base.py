@@ -11,7 +11,7 @@ import torch
 
 from .. import _native
 from ..schedules import Constant, Schedule
-from . import native_backend, reference_backend
+from . import compiled_step, native_backend, reference_backend
 from .buckets import check_param
 from .device_state import DeviceState
 from .step_plan import StepPlan
@@ -44,6 +44,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._plan = StepPlan()
         self._layout = None
         super().__init__(params, defaults)
+        self._refresh_tables()  # checks every schedule now, and a compiled step finds the tables ready
 
     # ---- groups and state ----------------------------------------------------
     def check_group(self, group: dict) -> None:
@@ -83,7 +84,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             if p.device not in self._devices:
                 self._devices[p.device] = DeviceState(p.device, self._step_count_value())
         for ds in self._devices.values():
-            ds.key = None  # the group table must be rebuilt
+            ds.key = None  # the group table must be rebuilt (at the next step or upload_hyperparameters())
 
     def _check_and_fill_schedule(self, group: dict, where: str) -> None:
         schedule = group.get("schedule")
@@ -133,18 +134,30 @@ class FusedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
+        if torch.compiler.is_compiling():
+            self._check_uploaded()
+            compiled_step.traced_step(self, self._backend_of, grad_scale, found_inf, _on)
+            return loss
         self._refresh_tables()
         work = self._plan.work_for(self.param_groups, self.state, self.state_names, self.flags)
         for device, ds in self._devices.items():
             scale = _on(grad_scale, device)
             inf = _on(found_inf, device)
             buckets = work.get(device, [])
-            backend = self._forced_backend or default_backend(device)
-            if backend == "reference":
+            if self._backend_of(device) == "reference":
                 reference_backend.run(ds, buckets, self.kind, self.param_groups, scale, inf)
             else:
                 native_backend.run(ds, buckets, self.kind, len(self.param_groups), scale, inf)
         return loss
+
+    def _backend_of(self, device: torch.device) -> str:
+        return self._forced_backend or default_backend(device)
+
+    def _check_uploaded(self) -> None:
+        """Under torch.compile the tables cannot be re-packed inside the graph."""
+        if any(ds.is_stale(self.param_groups, self.kind) for ds in self._devices.values()):
+            raise RuntimeError("param_groups were edited since the device tables were written; call "
+                               "opt.upload_hyperparameters() outside the compiled function first")
 
     def _refresh_tables(self) -> None:
         """Re-check and re-upload group hyperparameters edited since the last step."""

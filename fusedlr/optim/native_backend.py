@@ -32,22 +32,28 @@ class NativeTables:
     grad_ptrs: list
 
 
+def build_tables(bucket: Bucket) -> NativeTables:
+    """The bucket's pointer table (and CUDA chunk table), uploaded to its device."""
+    rows = torch.tensor(_tensor_rows(bucket), dtype=torch.int64)
+    chunks, num_chunks = None, 0
+    if bucket.device.type == "cuda":
+        starts = [v for t, e in enumerate(bucket.entries) for begin in range(0, e.work.numel(), CUDA_CHUNK)
+                  for v in (t, begin)]
+        chunks = torch.tensor(starts or [0], dtype=torch.int64).to(bucket.device)
+        num_chunks = len(starts) // 2
+    table = rows.view(len(bucket.entries), -1).to(bucket.device)
+    return NativeTables(table, chunks, num_chunks, [e.grad.data_ptr() for e in bucket.entries])
+
+
 def _tables(bucket: Bucket) -> NativeTables:
     """The bucket's tables, built once and kept with it; a grad that moved since
     the last step only rewrites the grad column."""
-    grad_ptrs = [e.grad.data_ptr() for e in bucket.entries]
+    if bucket.native is None:
+        bucket.native = build_tables(bucket)
+        return bucket.native
     tables = bucket.native
-    if tables is None:
-        rows = torch.tensor(_tensor_rows(bucket), dtype=torch.int64)
-        chunks, num_chunks = None, 0
-        if bucket.device.type == "cuda":
-            starts = [v for t, e in enumerate(bucket.entries) for begin in range(0, e.work.numel(), CUDA_CHUNK)
-                      for v in (t, begin)]
-            chunks = torch.tensor(starts or [0], dtype=torch.int64).to(bucket.device)
-            num_chunks = len(starts) // 2
-        table = rows.view(len(bucket.entries), -1).to(bucket.device)
-        tables = bucket.native = NativeTables(table, chunks, num_chunks, grad_ptrs)
-    elif tables.grad_ptrs != grad_ptrs:
+    grad_ptrs = [e.grad.data_ptr() for e in bucket.entries]
+    if tables.grad_ptrs != grad_ptrs:
         column = _native.format_constants().TENSOR_FIELDS["grad"]
         tables.table[:, column].copy_(torch.tensor(grad_ptrs, dtype=torch.int64))
         tables.grad_ptrs = grad_ptrs
