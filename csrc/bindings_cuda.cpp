@@ -77,13 +77,14 @@ PYBIND11_MODULE(_C_cuda, m) {
          std::uintptr_t groups, int64_t num_groups, std::uintptr_t program,
          std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
          int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, bool advance,
-         std::uintptr_t next_lr) {
+         std::uintptr_t next_lr, std::uintptr_t applied) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
             tensors, num_tensors, groups, num_groups, program, global_step, grad_scale,
             found_inf, kind, dtype, maximize, nesterov, amsgrad);
-        check(fusedlr::cuda::finish(device, as_ptr<void>(stream), a, advance, as_ptr<double>(next_lr)),
+        check(fusedlr::cuda::finish(device, as_ptr<void>(stream), a, advance, as_ptr<double>(next_lr),
+                                    as_ptr<bool>(applied)),
               "fusedlr CUDA finish kernel");
       },
       py::arg("device"), py::arg("stream"), FUSEDLR_STEP_ARG_NAMES, py::arg("advance"),
-      py::arg("next_lr"), "Enqueue the finish kernel (same contract as the CPU finish).");
+      py::arg("next_lr"), py::arg("applied"), "Enqueue the finish kernel (same contract as the CPU finish).");
 }

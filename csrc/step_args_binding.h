@@ -58,6 +58,8 @@ inline void export_step_layout(pybind11::module_& m) {
   group_fields["dampening"] = int(kDampening);
   group_fields["eps"] = int(kEps);
   group_fields["program"] = int(kProgram);
+  group_fields["weight_decay_program"] = int(kWeightDecayProgram);
+  group_fields["momentum_program"] = int(kMomentumProgram);
   m.attr("GROUP_FIELDS") = group_fields;
   m.attr("NUM_GROUP_FIELDS") = int(kGroupFields);
   pybind11::dict dtypes;

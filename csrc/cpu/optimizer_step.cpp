@@ -17,7 +17,7 @@ struct Chunk { int64_t tensor, begin, end; };
 
 // always inlined, so each ISA variant below compiles the loops for its own vectors
 template <typename T>
-__attribute__((always_inline)) inline void update_range(const StepArgs& a, const std::vector<double>& lrs, double factor,
+__attribute__((always_inline)) inline void update_range(const StepArgs& a, const std::vector<GroupValues>& values, double factor,
                   const Chunk& c) {
   using M = typename math_type<T>::type;
   const int64_t* row = a.tensors + c.tensor * kTensorFields;
@@ -28,13 +28,13 @@ __attribute__((always_inline)) inline void update_range(const StepArgs& a, const
   const T* grad = address_as<const T>(row[kGradPtr]);
   T* s0 = address_as<T>(row[kState0Ptr]);
   if (a.kind == kSGD) {
-    const SgdScalars<M> s = sgd_scalars<M>(group, lrs[g], factor, before);
+    const SgdScalars<M> s = sgd_scalars<M>(group, values[g], factor, before);
     if (a.nesterov)
       for (int64_t i = c.begin; i < c.end; ++i) sgd_element<true>(s, param, grad, s0, i);
     else
       for (int64_t i = c.begin; i < c.end; ++i) sgd_element<false>(s, param, grad, s0, i);
   } else {
-    const AdamWScalars<M> s = adamw_scalars<M>(group, lrs[g], factor, before);
+    const AdamWScalars<M> s = adamw_scalars<M>(group, values[g], factor, before);
     T* s1 = address_as<T>(row[kState1Ptr]);
     T* s2 = address_as<T>(row[kState2Ptr]);
     if (a.amsgrad)
@@ -54,25 +54,25 @@ __attribute__((always_inline)) inline void update_range(const StepArgs& a, const
 #define FUSEDLR_CPU_VARIANTS
 #endif
 
-using RangeUpdate = void (*)(const StepArgs&, const std::vector<double>&, double, const Chunk&);
+using RangeUpdate = void (*)(const StepArgs&, const std::vector<GroupValues>&, double, const Chunk&);
 
-FUSEDLR_CPU_VARIANTS void update_range_f32(const StepArgs& a, const std::vector<double>& lrs, double f,
-                                           const Chunk& c) { update_range<float>(a, lrs, f, c); }
-FUSEDLR_CPU_VARIANTS void update_range_f64(const StepArgs& a, const std::vector<double>& lrs, double f,
-                                           const Chunk& c) { update_range<double>(a, lrs, f, c); }
-FUSEDLR_CPU_VARIANTS void update_range_f16(const StepArgs& a, const std::vector<double>& lrs, double f,
-                                           const Chunk& c) { update_range<half_bits>(a, lrs, f, c); }
-FUSEDLR_CPU_VARIANTS void update_range_bf16(const StepArgs& a, const std::vector<double>& lrs, double f,
-                                            const Chunk& c) { update_range<bf16_bits>(a, lrs, f, c); }
+FUSEDLR_CPU_VARIANTS void update_range_f32(const StepArgs& a, const std::vector<GroupValues>& values, double f,
+                                           const Chunk& c) { update_range<float>(a, values, f, c); }
+FUSEDLR_CPU_VARIANTS void update_range_f64(const StepArgs& a, const std::vector<GroupValues>& values, double f,
+                                           const Chunk& c) { update_range<double>(a, values, f, c); }
+FUSEDLR_CPU_VARIANTS void update_range_f16(const StepArgs& a, const std::vector<GroupValues>& values, double f,
+                                           const Chunk& c) { update_range<half_bits>(a, values, f, c); }
+FUSEDLR_CPU_VARIANTS void update_range_bf16(const StepArgs& a, const std::vector<GroupValues>& values, double f,
+                                            const Chunk& c) { update_range<bf16_bits>(a, values, f, c); }
 
 void update_chunks(RangeUpdate update_range_of_dtype, const StepArgs& a, const std::vector<Chunk>& chunks,
                    int num_threads) {
-  std::vector<double> lrs(a.num_groups);
-  for (int64_t g = 0; g < a.num_groups; ++g) lrs[g] = group_lr(a.groups, a.program, g, *a.global_step);
+  std::vector<GroupValues> values(a.num_groups);
+  for (int64_t g = 0; g < a.num_groups; ++g) values[g] = group_values(a.groups, a.program, g, *a.global_step);
   const double factor = grad_factor(a.grad_scale, a.maximize);
   const int64_t n = (int64_t)chunks.size();
 #pragma omp parallel for schedule(static) num_threads(num_threads) if (n > 1 && num_threads > 1)
-  for (int64_t c = 0; c < n; ++c) update_range_of_dtype(a, lrs, factor, chunks[c]);
+  for (int64_t c = 0; c < n; ++c) update_range_of_dtype(a, values, factor, chunks[c]);
 }
 
 }  // namespace
@@ -93,7 +93,8 @@ void update(const StepArgs& a, int num_threads) {
   }
 }
 
-void finish(const StepArgs& a, bool advance, double* next_lr) {
+void finish(const StepArgs& a, bool advance, double* next_lr, bool* applied) {
+  if (advance) *applied = !step_is_skipped(a);
   if (step_is_skipped(a)) return;
   for (int64_t t = 0; t < a.num_tensors; ++t)
     ++*address_as<int64_t>(a.tensors[t * kTensorFields + kStepPtr]);

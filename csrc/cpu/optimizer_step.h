@@ -10,8 +10,9 @@ namespace cpu {
 void update(const StepArgs& a, int num_threads);
 
 // After update(): counts the update in each tensor's step; with `advance`, also
-// advances the schedule step and writes each group's next lr to next_lr.
-void finish(const StepArgs& a, bool advance, double* next_lr);
+// advances the schedule step, writes each group's next lr to next_lr and
+// whether this step was applied (not skipped by GradScaler) to *applied.
+void finish(const StepArgs& a, bool advance, double* next_lr, bool* applied);
 
 }  // namespace cpu
 }  // namespace fusedlr

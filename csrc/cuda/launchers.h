@@ -24,7 +24,8 @@ std::string schedule_values(int device, void* stream, const double* prog,
 // block of `chunk_size` elements.
 std::string update(int device, void* stream, const StepArgs& a, const int64_t* chunks,
                    int64_t num_chunks, int64_t chunk_size);
-std::string finish(int device, void* stream, const StepArgs& a, bool advance, double* next_lr);
+std::string finish(int device, void* stream, const StepArgs& a, bool advance, double* next_lr,
+                   bool* applied);
 
 }  // namespace cuda
 }  // namespace fusedlr

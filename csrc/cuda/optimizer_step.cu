@@ -37,12 +37,12 @@ __global__ void update_kernel(StepArgs a, const int64_t* chunks, int64_t num_chu
     const int64_t* row = a.tensors + t * kTensorFields;
     if (threadIdx.x == 0 && (c == blockIdx.x || shared_tensor != t)) {
       const int64_t g = row[kGroup];
-      const double lr = group_lr(a.groups, a.program, g, *a.global_step);
+      const GroupValues values = group_values(a.groups, a.program, g, *a.global_step);
       const double factor = grad_factor(a.grad_scale, a.maximize);
       const int64_t before = *address_as<int64_t>(row[kStepPtr]);
       const double* group = a.groups + g * kGroupFields;
-      if (kKind == kSGD) scalars.sgd = sgd_scalars<M>(group, lr, factor, before);
-      else scalars.adamw = adamw_scalars<M>(group, lr, factor, before);
+      if (kKind == kSGD) scalars.sgd = sgd_scalars<M>(group, values, factor, before);
+      else scalars.adamw = adamw_scalars<M>(group, values, factor, before);
       shared_tensor = t;
     }
     __syncthreads();
@@ -61,7 +61,8 @@ __global__ void update_kernel(StepArgs a, const int64_t* chunks, int64_t num_chu
   }
 }
 
-__global__ void finish_kernel(StepArgs a, bool advance, double* next_lr) {
+__global__ void finish_kernel(StepArgs a, bool advance, double* next_lr, bool* applied) {
+  if (advance && blockIdx.x == 0 && threadIdx.x == 0) *applied = !step_is_skipped(a);
   if (step_is_skipped(a)) return;
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < a.num_tensors;
        t += (int64_t)gridDim.x * blockDim.x)
@@ -106,13 +107,14 @@ std::string update(int device, void* stream, const StepArgs& a, const int64_t* c
   return error_text(cudaGetLastError());
 }
 
-std::string finish(int device, void* stream, const StepArgs& a, bool advance, double* next_lr) {
+std::string finish(int device, void* stream, const StepArgs& a, bool advance, double* next_lr,
+                   bool* applied) {
   if (a.num_tensors == 0 && !advance) return {};
   cudaError_t err = cudaSetDevice(device);
   if (err != cudaSuccess) return error_text(err);
   const int64_t wanted = (a.num_tensors + kThreads - 1) / kThreads;
   const int blocks = (int)(wanted < 1 ? 1 : (wanted < kMaxBlocks ? wanted : kMaxBlocks));
-  finish_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a, advance, next_lr);
+  finish_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a, advance, next_lr, applied);
   return error_text(cudaGetLastError());
 }
 

@@ -136,6 +136,7 @@ FUSEDLR_HD double one_cycle(const double* a, double t) {
 
 FUSEDLR_HD double cyclic(const double* a, double t, double b) {
   const double max_lr = a[0], total = a[1], ratio = a[2], gamma = a[4];
+  if (a[5] != 0) b = a[6];  // a fixed start value (momentum cycling), not the incoming base
   const int mode = (int)a[3];
   // torch's CyclicLR, with the position in the cycle taken exactly.
   const double cycle = floor_div(t, total) + 1.0;

@@ -20,7 +20,7 @@ enum NodeKind : int {
   kInverseSqrt = 9,     // timescale                    b*sqrt(ts/(t+ts))
   kInverseTime = 10,    // decay_rate, decay_steps, staircase
   kOneCycle = 11,       // n_phases, anneal, end[3], lr[4]
-  kCyclic = 12,         // max_lr, total_size, step_ratio, mode, gamma
+  kCyclic = 12,         // max_lr, total_size, step_ratio, mode, gamma, has_start, start (else b)
   kRangeTest = 13,      // end_lr, num_iter, mode
   // Composites.
   kSequential = 20,     // n, child[n], milestones[n-1]  torch SequentialLR

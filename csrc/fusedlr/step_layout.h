@@ -27,8 +27,10 @@ enum GroupField : int {
   kMomentum = 2,   // SGD momentum, AdamW beta1
   kDampening = 3,  // SGD dampening, AdamW beta2
   kEps = 4,        // AdamW eps
-  kProgram = 5,    // offset of the group's schedule in the program buffer
-  kGroupFields = 6,
+  kProgram = 5,    // offset of the group's lr schedule in the program buffer
+  kWeightDecayProgram = 6,  // offset of its weight decay schedule, -1: constant kWeightDecay
+  kMomentumProgram = 7,     // offset of its momentum / beta1 schedule, -1: constant kMomentum
+  kGroupFields = 8,
 };
 
 enum ScalarType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
@@ -43,7 +45,7 @@ struct StepArgs {
   const double* groups;
   int64_t num_groups;
   const double* program;
-  int64_t* global_step;  // schedule step of this update, advanced by advance_step
+  int64_t* global_step;  // schedule step of this update, advanced by finish
   const float* grad_scale;
   const float* found_inf;
   int kind;               // OptimizerKind

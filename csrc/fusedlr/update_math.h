@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "scalar_io.h"
+#include "step_common.h"
 #include "step_layout.h"
 
 #if defined(__CUDACC__)
@@ -29,17 +30,18 @@ struct SgdScalars {
   bool has_momentum, first_update;
 };
 
+// `values`: the group's scheduled lr, weight decay and momentum at this step;
 // `updates_before`: how many updates this parameter received before this one.
 template <typename M>
-FUSEDLR_UPD SgdScalars<M> sgd_scalars(const double* group, double lr, double factor,
+FUSEDLR_UPD SgdScalars<M> sgd_scalars(const double* group, const GroupValues& values, double factor,
                                       int64_t updates_before) {
   SgdScalars<M> s;
   s.grad_factor = (M)factor;
-  s.lr = (M)lr;
-  s.weight_decay = (M)group[kWeightDecay];
-  s.momentum = (M)group[kMomentum];
+  s.lr = (M)values.lr;
+  s.weight_decay = (M)values.weight_decay;
+  s.momentum = (M)values.momentum;
   s.dampening_complement = (M)(1.0 - group[kDampening]);
-  s.has_momentum = group[kMomentum] != 0.0;
+  s.has_momentum = values.momentum != 0.0;  // torch: `if momentum != 0` at every step
   s.first_update = updates_before == 0;  // torch: momentum_buffer is None
   return s;
 }
@@ -67,13 +69,13 @@ struct AdamWScalars {
 };
 
 template <typename M>
-FUSEDLR_UPD AdamWScalars<M> adamw_scalars(const double* group, double lr, double factor,
+FUSEDLR_UPD AdamWScalars<M> adamw_scalars(const double* group, const GroupValues& values, double factor,
                                           int64_t updates_before) {
-  const double beta1 = group[kMomentum], beta2 = group[kDampening];
+  const double lr = values.lr, beta1 = values.momentum, beta2 = group[kDampening];
   const double step = (double)(updates_before + 1);
   AdamWScalars<M> s;
   s.grad_factor = (M)factor;
-  s.decay = (M)(1.0 - lr * group[kWeightDecay]);
+  s.decay = (M)(1.0 - lr * values.weight_decay);
   s.beta1_complement = (M)(1.0 - beta1);
   s.beta2 = (M)beta2;
   s.beta2_complement = (M)(1.0 - beta2);

@@ -21,7 +21,10 @@ class AdamW(FusedOptimizer):
     ``lr_t = schedule(step)`` scales each group's ``lr``, evaluated inside the
     kernel from an int64 step counter on the params' device. State (exp_avg,
     exp_avg_sq, max_exp_avg_sq) has the param's dtype, maths runs in fp32
-    (fp64 for fp64 params). See :class:`fusedlr.SGD` for ``schedule``,
+    (fp64 for fp64 params). ``beta1_schedule`` / ``weight_decay_schedule``
+    (None: constant) move ``betas[0]`` / ``weight_decay`` from the same step
+    counter (the bias correction uses the current beta1, as torch does when a
+    scheduler cycles it). See :class:`fusedlr.SGD` for ``schedule``,
     ``backend`` and the accepted torch flags.
     """
 
@@ -30,11 +33,12 @@ class AdamW(FusedOptimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
-                 schedule=None, backend: str | None = None, foreach=None, capturable: bool = False,
-                 differentiable: bool = False, fused=None):
+                 schedule=None, beta1_schedule=None, weight_decay_schedule=None, backend: str | None = None,
+                 foreach=None, capturable: bool = False, differentiable: bool = False, fused=None):
         check_torch_flags(differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                        maximize=maximize, schedule=schedule)
+                        maximize=maximize, schedule=schedule, beta1_schedule=beta1_schedule,
+                        weight_decay_schedule=weight_decay_schedule)
         self.check_group(defaults)
         super().__init__(params, defaults, backend)
 
@@ -47,6 +51,10 @@ class AdamW(FusedOptimizer):
                           check.in_range("betas[1]", _number(betas[1]), 0, 1, high_open=True))
         group["eps"] = check.nonnegative("eps", group["eps"])
         group["weight_decay"] = check.nonnegative("weight_decay", group["weight_decay"])
+
+    def _hyper_bases(self):
+        return [("beta1_schedule", lambda group: group["betas"][0]),
+                ("weight_decay_schedule", lambda group: group["weight_decay"])]
 
     def flags(self, group: dict) -> tuple:
         return bool(group["maximize"]), False, bool(group["amsgrad"])

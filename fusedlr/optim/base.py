@@ -14,6 +14,7 @@ from ..schedules import Constant, Schedule
 from . import compiled_step, native_backend, reference_backend
 from .buckets import check_param
 from .device_state import DeviceState
+from .group_tables import HYPER_SCHEDULES
 from .step_plan import StepPlan
 
 
@@ -87,30 +88,36 @@ class FusedOptimizer(torch.optim.Optimizer):
             ds.key = None  # the group table must be rebuilt (at the next step or upload_hyperparameters())
 
     def _check_and_fill_schedule(self, group: dict, where: str) -> None:
-        schedule = group.get("schedule")
-        if schedule is None:
-            schedule = group["schedule"] = Constant()
-        if not isinstance(schedule, Schedule):
-            raise TypeError(f"{where}: schedule must be a fusedlr.schedules.Schedule (e.g. from_torch(...)), "
-                            f"got {type(schedule).__name__}")
+        if group.get("schedule") is None:
+            group["schedule"] = Constant()
+        for key in ("schedule", *HYPER_SCHEDULES[self.kind].values()):
+            group.setdefault(key, None)
+            schedule = group[key]
+            if schedule is not None and not isinstance(schedule, Schedule):
+                raise TypeError(f"{where}: {key} must be a fusedlr.schedules.Schedule (e.g. from_torch(...)) "
+                                f"or None, got {type(schedule).__name__}")
 
     def _check_schedules(self) -> None:
-        """Every schedule fits the groups it drives (number of groups, base lrs)."""
-        base_lrs = [g["lr"] for g in self.param_groups]
-        seen = []
-        for g, group in enumerate(self.param_groups):
-            schedule = group["schedule"]
-            if schedule.num_groups is None:
-                schedule.check_base_lrs([group["lr"]])
-            elif any(s is schedule for s in seen):
-                continue
-            elif schedule.num_groups != len(self.param_groups):
-                raise ValueError(
-                    f"param_groups[{g}]: its schedule is written for {schedule.num_groups} param groups "
-                    f"but the optimizer has {len(self.param_groups)}")
-            else:
-                schedule.check_base_lrs(base_lrs)
-                seen.append(schedule)
+        """Every schedule fits the groups it drives (number of groups, base values)."""
+        for key, base_of in (("schedule", lambda group: group["lr"]), *self._hyper_bases()):
+            seen = []
+            for g, group in enumerate(self.param_groups):
+                schedule = group[key]
+                if schedule is None or any(s is schedule for s in seen):
+                    continue
+                if schedule.num_groups is None:
+                    schedule.check_base_lrs([base_of(group)])
+                elif schedule.num_groups != len(self.param_groups):
+                    raise ValueError(
+                        f"param_groups[{g}]: its {key} is written for {schedule.num_groups} param groups "
+                        f"but the optimizer has {len(self.param_groups)}")
+                else:
+                    schedule.check_base_lrs([base_of(group) for group in self.param_groups])
+                    seen.append(schedule)
+
+    def _hyper_bases(self) -> list:
+        """(group key of a hyperparameter schedule, the base value it scales)."""
+        raise NotImplementedError
 
     def _check_backend_fits(self, p: torch.Tensor, where: str) -> None:
         forced = self._forced_backend
@@ -215,6 +222,14 @@ class FusedOptimizer(torch.optim.Optimizer):
         how many steps were applied (GradScaler-skipped ones are not counted).
         Writing to it (``opt.step_count.fill_(n)``) moves the schedule."""
         return self._primary().step
+
+    @property
+    def last_step_applied(self) -> torch.Tensor:
+        """bool tensor on the device of the first param: False when GradScaler
+        found inf/nan in the last step, which then changed nothing (params,
+        state and every schedule stay where they were). Read without a sync by
+        keeping it on the device (e.g. ``skipped += ~opt.last_step_applied``)."""
+        return self._primary().applied
 
     @property
     def current_lr(self) -> torch.Tensor:

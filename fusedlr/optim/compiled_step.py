@@ -31,15 +31,16 @@ _TABLE_CACHE_SIZE = 64
 class _DeviceTables:
     """The DeviceState fields native_backend.run reads."""
 
-    def __init__(self, step, next_lr, groups, program):
+    def __init__(self, step, next_lr, applied, groups, program):
         self.device = step.device
-        self.step, self.next_lr, self.groups, self.program = step, next_lr, groups, program
+        self.step, self.next_lr, self.applied, self.groups, self.program = step, next_lr, applied, groups, program
 
 
-@torch.library.custom_op("fusedlr::native_step", mutates_args=("params", "states", "steps", "global_step", "next_lr"))
+@torch.library.custom_op("fusedlr::native_step", mutates_args=("params", "states", "steps", "global_step", "next_lr",
+                                                                   "applied"))
 def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: list[torch.Tensor],
                 steps: list[torch.Tensor], global_step: torch.Tensor, next_lr: torch.Tensor,
-                groups: torch.Tensor, program: torch.Tensor, grad_scale: Optional[torch.Tensor],
+                applied: torch.Tensor, groups: torch.Tensor, program: torch.Tensor, grad_scale: Optional[torch.Tensor],
                 found_inf: Optional[torch.Tensor], entry_info: list[int], bucket_info: list[int],
                 kind: str, num_groups: int) -> None:
     """One device's optimizer step on the native kernel (see native_backend.run)."""
@@ -53,12 +54,12 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
         buckets[bucket].entries.append(Entry(p, work, g.contiguous(), entry_states, step, group, ""))
     for bucket in buckets:
         bucket.native = _cached_tables(bucket)
-    tables = _DeviceTables(global_step, next_lr, groups, program)
+    tables = _DeviceTables(global_step, next_lr, applied, groups, program)
     native_backend.run(tables, [b for b in buckets if b.entries], kind, num_groups, grad_scale, found_inf)
 
 
 @native_step.register_fake
-def _(params, grads, states, steps, global_step, next_lr, groups, program, grad_scale, found_inf,
+def _(params, grads, states, steps, global_step, next_lr, applied, groups, program, grad_scale, found_inf,
       entry_info, bucket_info, kind, num_groups) -> None:
     return None
 
@@ -102,6 +103,6 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
                 params.append(e.param)
                 grads.append(e.grad)
                 steps.append(e.step)
-        torch.ops.fusedlr.native_step(params, grads, states, steps, ds.step, ds.next_lr, ds.groups, ds.program,
-                                      scale, inf, entry_info, bucket_info, optimizer.kind,
+        torch.ops.fusedlr.native_step(params, grads, states, steps, ds.step, ds.next_lr, ds.applied, ds.groups,
+                                      ds.program, scale, inf, entry_info, bucket_info, optimizer.kind,
                                       len(optimizer.param_groups))

@@ -13,6 +13,8 @@ class DeviceState:
     def __init__(self, device: torch.device, step: int = 0):
         self.device = device
         self.step = torch.full((), step, dtype=torch.int64, device=device)
+        #: whether the last step was applied (False: skipped by GradScaler)
+        self.applied = torch.ones((), dtype=torch.bool, device=device)
         self.key = None
         self.groups = self.program = self.base_lrs = self.next_lr = None
 

@@ -14,11 +14,19 @@ def hyper_key(group: dict, kind: str) -> tuple:
     """What the device tables and the state layout depend on; compared between
     steps to spot edits (which are then validated).
     Schedules compare by identity: they are treated as immutable."""
+    schedules = tuple(group.get(name) for name in HYPER_SCHEDULES[kind].values())
     if kind == "sgd":
         return (group["lr"], group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"],
-                group["maximize"], group["schedule"])
+                group["maximize"], group["schedule"], *schedules)
     return (group["lr"], group["weight_decay"], *group["betas"], group["eps"], group["amsgrad"],
-            group["maximize"], group["schedule"])
+            group["maximize"], group["schedule"], *schedules)
+
+
+#: per optimizer kind: {group table field its schedule drives: group key of that schedule}
+HYPER_SCHEDULES = {
+    "sgd": {"weight_decay": "weight_decay_schedule", "momentum": "momentum_schedule"},
+    "adamw": {"weight_decay": "weight_decay_schedule", "momentum": "beta1_schedule"},
+}
 
 
 def pack_groups(param_groups: list[dict], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,15 +36,21 @@ def pack_groups(param_groups: list[dict], kind: str) -> tuple[torch.Tensor, torc
     rows = torch.zeros(len(param_groups), native.NUM_GROUP_FIELDS, dtype=torch.float64)
     programs: list[torch.Tensor] = []
     packed: list[tuple[Schedule, int]] = []  # groups sharing a schedule share its program
-    offset = 0
-    for g, group in enumerate(param_groups):
-        schedule = group["schedule"]
+
+    def program_offset(schedule: Schedule | None) -> int:
+        if schedule is None:
+            return -1
         start = next((o for s, o in packed if s is schedule), None)
         if start is None:
-            start = offset
+            start = sum(len(p) for p in programs)
             packed.append((schedule, start))
             programs.append(schedule.pack())
-            offset += len(programs[-1])
+        return start
+
+    for g, group in enumerate(param_groups):
+        rows[g, fields["program"]] = program_offset(group["schedule"])
+        for field, key in HYPER_SCHEDULES[kind].items():
+            rows[g, fields[f"{field}_program"]] = program_offset(group.get(key))
         rows[g, fields["base_lr"]] = group["lr"]
         rows[g, fields["weight_decay"]] = group["weight_decay"]
         if kind == "sgd":
@@ -45,20 +59,24 @@ def pack_groups(param_groups: list[dict], kind: str) -> tuple[torch.Tensor, torc
         else:
             rows[g, fields["momentum"]], rows[g, fields["dampening"]] = group["betas"]
             rows[g, fields["eps"]] = group["eps"]
-        rows[g, fields["program"]] = start
     return rows, torch.cat(programs)
 
 
-def group_lrs_at(param_groups: list[dict], step: torch.Tensor, base_all: torch.Tensor) -> torch.Tensor:
-    """lr of every group at ``step`` (an int64 tensor on any device) given the
-    groups' base lrs ``base_all`` (float64 (G,) on the same device), as a float64
-    tensor (G,) there, computed with tensor ops only (no host sync)."""
+def group_lrs_at(param_groups: list[dict], step: torch.Tensor, base_all: torch.Tensor,
+                 key: str = "schedule") -> torch.Tensor:
+    """Value of every group's hyperparameter at ``step`` (an int64 tensor on any
+    device) given the groups' base values ``base_all`` (float64 (G,) on the same
+    device), as a float64 tensor (G,) there, computed with tensor ops only (no
+    host sync). ``key``: the group key of the schedule (the lr's by default);
+    a group without one keeps its base value."""
     t = step.to(torch.float64).reshape(1, 1)
-    lrs = []
+    values = []
     for g, group in enumerate(param_groups):
-        schedule: Schedule = group["schedule"]
-        if schedule.num_groups is None:
-            lrs.append(evaluate(schedule, t, base_all[g:g + 1].reshape(1, 1)).reshape(1))
+        schedule: Schedule | None = group.get(key)
+        if schedule is None:
+            values.append(base_all[g:g + 1])
+        elif schedule.num_groups is None:
+            values.append(evaluate(schedule, t, base_all[g:g + 1].reshape(1, 1)).reshape(1))
         else:
-            lrs.append(evaluate(schedule, t, base_all.reshape(1, -1)).reshape(-1)[g:g + 1])
-    return torch.cat(lrs)
+            values.append(evaluate(schedule, t, base_all.reshape(1, -1)).reshape(-1)[g:g + 1])
+    return torch.cat(values)

@@ -74,6 +74,7 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int,
     common = dict(groups=ds.groups.data_ptr(), num_groups=num_groups, program=ds.program.data_ptr(),
                   global_step=ds.step.data_ptr(), grad_scale=_ptr(grad_scale), found_inf=_ptr(found_inf),
                   kind=constants.OPTIMIZER_KINDS[kind])
+    outputs = dict(next_lr=ds.next_lr.data_ptr(), applied=ds.applied.data_ptr())
     threads = torch.get_num_threads()
     for i, bucket in enumerate(buckets):
         tables = _tables(bucket)
@@ -85,8 +86,8 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int,
                           chunk_size=CUDA_CHUNK, **args)
         else:
             module.update(num_threads=threads, **args)
-        module.finish(*prefix, advance=i == len(buckets) - 1, next_lr=ds.next_lr.data_ptr(), **args)
+        module.finish(*prefix, advance=i == len(buckets) - 1, **outputs, **args)
         bucket.write_back()
     if not buckets:  # nothing had a grad: the schedule still moves, as a torch scheduler would
         module.finish(*prefix, tensors=0, num_tensors=0, dtype=0, maximize=False, nesterov=False, amsgrad=False,
-                      advance=True, next_lr=ds.next_lr.data_ptr(), **common)
+                      advance=True, **outputs, **common)

@@ -8,7 +8,8 @@ import torch
 
 from .buckets import Bucket, Entry
 from .device_state import DeviceState
-from .group_tables import group_lrs_at
+from .. import _native
+from .group_tables import HYPER_SCHEDULES, group_lrs_at
 
 
 def _math_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -26,31 +27,35 @@ def _grad(e: Entry, math: torch.dtype, inv_scale: torch.Tensor | None, maximize:
     return -g if maximize else g
 
 
-def _sgd(e: Entry, group: dict, lr: torch.Tensor, bucket: Bucket, inv_scale, skip) -> None:
+def _sgd(e: Entry, group: dict, now: dict, bucket: Bucket, inv_scale, skip) -> None:
     math = _math_dtype(bucket.dtype)
     g = _grad(e, math, inv_scale, bucket.maximize)
     p = e.work.to(math)
-    if group["weight_decay"] != 0:
-        g = g + group["weight_decay"] * p
-    if group["momentum"] != 0:
-        buf_state = e.states[0]
-        buf = buf_state.to(math) * group["momentum"] + (1 - group["dampening"]) * g
+    weight_decay, momentum = now["weight_decay"].to(math), now["momentum"].to(math)
+    if group["weight_decay"] != 0 or group.get("weight_decay_schedule") is not None:
+        g = g + weight_decay * p
+    buf_state = e.states[0]
+    if buf_state is not None:  # momentum != 0, or scheduled
+        buf = buf_state.to(math) * momentum + (1 - group["dampening"]) * g
         buf = torch.where(e.step == 0, g, buf)  # the first update starts the buffer at d_p
-        _commit(buf_state, buf, skip)
-        g = g + group["momentum"] * buf if bucket.nesterov else buf
-    _commit(e.work, p + (-lr).to(math) * g, skip)
+        moving = g + momentum * buf if bucket.nesterov else buf
+        # as torch, a step whose (scheduled) momentum is 0 neither uses nor updates the buffer
+        active = momentum != 0
+        _commit(buf_state, torch.where(active, buf, buf_state.to(math)), skip)
+        g = torch.where(active, moving, g)
+    _commit(e.work, p + (-now["lr"]).to(math) * g, skip)
 
 
-def _adamw(e: Entry, group: dict, lr: torch.Tensor, bucket: Bucket, inv_scale, skip) -> None:
+def _adamw(e: Entry, group: dict, now: dict, bucket: Bucket, inv_scale, skip) -> None:
     math = _math_dtype(bucket.dtype)
-    beta1, beta2 = group["betas"]
+    lr, beta1, beta2 = now["lr"], now["momentum"], group["betas"][1]
     exp_avg, exp_avg_sq, max_exp_avg_sq = e.states
     step = (e.step + 1).to(torch.float64)
     bias1 = 1 - torch.pow(beta1, step)
     bias2_sqrt = torch.sqrt(1 - torch.pow(beta2, step))
     g = _grad(e, math, inv_scale, bucket.maximize)
-    p = e.work.to(math) * (1 - lr * group["weight_decay"]).to(math)
-    m = torch.lerp(exp_avg.to(math), g, 1 - beta1)
+    p = e.work.to(math) * (1 - lr * now["weight_decay"]).to(math)
+    m = torch.lerp(exp_avg.to(math), g, (1 - beta1).to(math))
     v = exp_avg_sq.to(math) * beta2 + (1 - beta2) * g * g
     _commit(exp_avg, m, skip)
     _commit(exp_avg_sq, v, skip)
@@ -61,9 +66,18 @@ def _adamw(e: Entry, group: dict, lr: torch.Tensor, bucket: Bucket, inv_scale, s
     _commit(e.work, p + (-(lr / bias1)).to(math) * m / denom, skip)
 
 
+def _scheduled_values(ds: DeviceState, kind: str, param_groups: list[dict]) -> dict:
+    """{"lr", "weight_decay", "momentum"}: float64 (G,) device tensors at ds.step."""
+    columns = _native.format_constants().GROUP_FIELDS
+    now = {"lr": group_lrs_at(param_groups, ds.step, ds.base_lrs)}
+    for field, key in HYPER_SCHEDULES[kind].items():
+        now[field] = group_lrs_at(param_groups, ds.step, ds.groups[:, columns[field]], key)
+    return now
+
+
 def run(ds: DeviceState, buckets: list[Bucket], kind: str, param_groups: list[dict],
         grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None) -> None:
-    lrs = group_lrs_at(param_groups, ds.step, ds.base_lrs)
+    now = _scheduled_values(ds, kind, param_groups)
     # GradScaler unscales by the float32 reciprocal of its scale
     inv_scale = None if grad_scale is None else grad_scale.double().reciprocal().float().reshape(())
     skip = None if found_inf is None else (found_inf.reshape(()) != 0)
@@ -71,8 +85,12 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, param_groups: list[di
     update = _sgd if kind == "sgd" else _adamw
     for bucket in buckets:
         for e in bucket.entries:
-            update(e, param_groups[e.group], lrs[e.group], bucket, inv_scale, skip)
+            update(e, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket, inv_scale, skip)
             e.step.add_(not_skipped)
         bucket.write_back()
     ds.step.add_(not_skipped)
+    if skip is None:
+        ds.applied.fill_(True)
+    else:
+        ds.applied.copy_(~skip)
     ds.next_lr.copy_(group_lrs_at(param_groups, ds.step, ds.base_lrs))

@@ -20,6 +20,10 @@ class SGD(FusedOptimizer):
     ``lr_t = schedule(step)`` scales each group's ``lr`` (its base lr), evaluated
     inside the kernel from an int64 step counter on the params' device; no
     ``scheduler.step()``. ``schedule`` may also be set per param group.
+    ``momentum_schedule`` / ``weight_decay_schedule`` (None: constant) move
+    ``momentum`` / ``weight_decay`` the same way, from the same step counter
+    (e.g. ``one_cycle_momentum(...)``, ``from_torch(one_cycle, "momentum")``;
+    the lr schedule itself to keep weight decay proportional to the lr).
     ``backend``: None picks the native kernel of the params' device (else the
     pure-PyTorch reference); "reference", "cpu" or "cuda" force one.
     ``foreach``/``fused`` are accepted for compatibility and ignored (always fused);
@@ -31,11 +35,12 @@ class SGD(FusedOptimizer):
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
-                 schedule=None, backend: str | None = None, foreach=None, differentiable: bool = False,
-                 fused=None):
+                 schedule=None, momentum_schedule=None, weight_decay_schedule=None, backend: str | None = None,
+                 foreach=None, differentiable: bool = False, fused=None):
         check_torch_flags(differentiable)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize, schedule=schedule)
+                        nesterov=nesterov, maximize=maximize, schedule=schedule,
+                        momentum_schedule=momentum_schedule, weight_decay_schedule=weight_decay_schedule)
         self.check_group(defaults)
         super().__init__(params, defaults, backend)
 
@@ -44,15 +49,19 @@ class SGD(FusedOptimizer):
         group["momentum"] = check.nonnegative("momentum", group["momentum"])
         group["dampening"] = check.in_range("dampening", group["dampening"], 0, 1)
         group["weight_decay"] = check.nonnegative("weight_decay", group["weight_decay"])
-        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError("nesterov=True requires momentum > 0 and dampening = 0, got "
-                             f"momentum={group['momentum']}, dampening={group['dampening']}")
+        if group["nesterov"] and (not _has_momentum(group) or group["dampening"] != 0):
+            raise ValueError("nesterov=True requires momentum > 0 (or a momentum_schedule) and dampening = 0, "
+                             f"got momentum={group['momentum']}, dampening={group['dampening']}")
+
+    def _hyper_bases(self):
+        return [("momentum_schedule", lambda group: group["momentum"]),
+                ("weight_decay_schedule", lambda group: group["weight_decay"])]
 
     def flags(self, group: dict) -> tuple:
         return bool(group["maximize"]), bool(group["nesterov"]), False
 
     def complete_state(self, param: torch.Tensor, group: dict, state: dict) -> None:
-        if group["momentum"] != 0 and state.get("momentum_buffer") is None:
+        if _has_momentum(group) and state.get("momentum_buffer") is None:
             state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.contiguous_format)
 
     def adopt_state(self, param, group, loaded):
@@ -60,6 +69,10 @@ class SGD(FusedOptimizer):
         if "step" not in loaded and loaded.get("momentum_buffer") is not None:
             state["step"].fill_(1)  # torch's SGD keeps no step: a buffer means it has started
         return state
+
+
+def _has_momentum(group: dict) -> bool:
+    return group["momentum"] > 0 or group.get("momentum_schedule") is not None
 
 
 def _number(value):

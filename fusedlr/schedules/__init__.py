@@ -9,7 +9,7 @@ from .compose import (Chain, PerGroup, Sequential, group_multipliers, warmup, wa
                       with_warmup)
 from .families import (Anneal, Constant, Cosine, CosineRestarts, Cyclic, Exponential, InverseSqrt, InverseTime,
                        Linear, MultiStep, OneCycle, Piecewise, Polynomial, RangeTest, Step,
-                       cosine_decay_with_min, noam)
+                       cosine_decay_with_min, cyclic_momentum, noam, one_cycle_momentum)
 from .hf import get_scheduler
 from .plot import plot_schedules
 from .torch_convert import from_torch, torch_base_lrs
@@ -18,5 +18,5 @@ __all__ = [
     "Schedule", "Chain", "PerGroup", "Sequential", "group_multipliers", "warmup", "warmup_stable_decay",
     "with_warmup", "Anneal", "Constant", "Cosine", "CosineRestarts", "Cyclic", "Exponential", "InverseSqrt",
     "InverseTime", "Linear", "MultiStep", "OneCycle", "Piecewise", "Polynomial", "RangeTest", "Step",
-    "cosine_decay_with_min", "noam", "get_scheduler", "plot_schedules", "from_torch", "torch_base_lrs",
+    "cosine_decay_with_min", "cyclic_momentum", "noam", "one_cycle_momentum", "get_scheduler", "plot_schedules", "from_torch", "torch_base_lrs",
 ]

@@ -326,16 +326,19 @@ class Cyclic(Schedule):
     ``step_size_up`` steps up and ``step_size_down`` down; amplitude scaled by
     1 (triangular), ``1/2**(cycle-1)`` (triangular2) or ``gamma**t``
     (exp_range). For different ``max_lr`` per group use ``PerGroup``.
+    ``start``: cycle from this value instead of ``b`` (then ``max_lr`` may lie
+    below it; see ``cyclic_momentum``).
     """
 
     kind = "CYCLIC"
     MODES = ("triangular", "triangular2", "exp_range")
 
     def __init__(self, max_lr: float, step_size_up: float = 2000, step_size_down: float | None = None,
-                 mode: str = "triangular", gamma: float = 1.0):
+                 mode: str = "triangular", gamma: float = 1.0, start: float | None = None):
         if isinstance(max_lr, (list, tuple)):
             raise TypeError("max_lr must be a number; for one value per param group use PerGroup([Cyclic(...), ...])")
-        self.max_lr = check.positive("max_lr", max_lr)
+        self.max_lr = check.nonnegative("max_lr", max_lr) if start is not None else check.positive("max_lr", max_lr)
+        self.start = None if start is None else check.nonnegative("start", start)
         self.step_size_up = check.positive("step_size_up", step_size_up)
         self.step_size_down = self.step_size_up if step_size_down is None else check.positive("step_size_down", step_size_down)
         self.mode = check.choice("mode", mode, self.MODES)
@@ -346,11 +349,33 @@ class Cyclic(Schedule):
 
     def check_base_lrs(self, base_lrs):
         for i, b in enumerate(base_lrs):
-            if b > self.max_lr:
+            if self.start is None and b > self.max_lr:
                 raise ValueError(f"max_lr ({self.max_lr}) must be >= the base lr of group {i} ({b})")
 
     def fields(self):
-        return [self.max_lr, self.total_size, self.step_ratio, _code("CYCLIC_MODES", self.mode), self.gamma]
+        return [self.max_lr, self.total_size, self.step_ratio, _code("CYCLIC_MODES", self.mode), self.gamma,
+                float(self.start is not None), self.start or 0.0]
+
+
+def one_cycle_momentum(total_steps: int, base_momentum: float = 0.85, max_momentum: float = 0.95,
+                       pct_start: float = 0.3, anneal_strategy: str = "cos", three_phase: bool = False) -> OneCycle:
+    """torch OneCycleLR's momentum (SGD momentum or Adam beta1) cycle: from
+    ``max_momentum`` down to ``base_momentum`` while the lr rises, back up while
+    it falls (and held at ``max_momentum`` in a third phase). Absolute values."""
+    cycle = OneCycle(check.positive("max_momentum", max_momentum), total_steps, pct_start, anneal_strategy,
+                     three_phase=three_phase)
+    base = check.nonnegative("base_momentum", base_momentum)
+    cycle.phase_lrs = [max_momentum, base, max_momentum] + ([max_momentum] if three_phase else [])
+    return cycle
+
+
+def cyclic_momentum(base_momentum: float = 0.8, max_momentum: float = 0.9, step_size_up: float = 2000,
+                    step_size_down: float | None = None, mode: str = "triangular", gamma: float = 1.0) -> Cyclic:
+    """torch CyclicLR's momentum cycle: from ``max_momentum`` down to
+    ``base_momentum`` while the lr rises and back, with the lr's amplitude
+    scaling. Absolute values."""
+    return Cyclic(check.nonnegative("base_momentum", base_momentum), step_size_up, step_size_down, mode, gamma,
+                  start=check.nonnegative("max_momentum", max_momentum))
 
 
 class RangeTest(Schedule):

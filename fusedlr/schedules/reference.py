@@ -148,6 +148,8 @@ def _one_cycle(s: families.OneCycle, t, b):
 
 
 def _cyclic(s: families.Cyclic, t, b):
+    if s.start is not None:
+        b = torch.full_like(b, s.start)
     cycle = _floor_div(t, s.total_size) + 1
     x = torch.fmod(t, s.total_size) / s.total_size
     rising = x <= s.step_ratio

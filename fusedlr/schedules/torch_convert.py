@@ -15,14 +15,22 @@ _MULTIPLICATIVE = (tls.StepLR, tls.MultiStepLR, tls.ConstantLR, tls.LinearLR, tl
                    tls.PolynomialLR, tls.CosineAnnealingLR, tls.ChainedScheduler)
 
 
-def from_torch(scheduler) -> Schedule:
+def from_torch(scheduler, hyperparameter: str = "lr") -> Schedule:
     """The fusedlr schedule equal to ``scheduler`` from step 0.
 
     Evaluate it with ``torch_base_lrs(scheduler)`` (the groups' ``initial_lr``).
     Supported: StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR,
     PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR,
     OneCycleLR, SequentialLR, ChainedScheduler. Anything else raises TypeError.
+
+    ``hyperparameter="momentum"``: the momentum (SGD) / beta1 (Adam) cycle of a
+    OneCycleLR or CyclicLR built with ``cycle_momentum=True``, for
+    ``momentum_schedule=`` / ``beta1_schedule=`` (absolute values).
     """
+    if hyperparameter == "momentum":
+        return _momentum(scheduler)
+    if hyperparameter != "lr":
+        raise ValueError(f"hyperparameter must be 'lr' or 'momentum', got {hyperparameter!r}")
     groups = scheduler.optimizer.param_groups if hasattr(scheduler, "optimizer") else []
     if isinstance(scheduler, tls.StepLR):
         return Step(scheduler.step_size, scheduler.gamma)
@@ -84,33 +92,58 @@ def _per_group_or_one(schedules: list[Schedule]) -> Schedule:
     return schedules[0] if all(repr(s) == first for s in schedules) else PerGroup(schedules)
 
 
-def _cyclic(scheduler) -> Schedule:
+def _cyclic(scheduler, targets_and_starts=None) -> Schedule:
+    """CyclicLR's lr cycle (to each group's max_lr), or the cycle from each
+    (target, start) pair given."""
     if getattr(scheduler, "_scale_fn_custom", None) is not None:
         raise TypeError("CyclicLR with a custom scale_fn runs Python code per step and cannot be converted")
     schedules = []
-    for max_lr in scheduler.max_lrs:
-        cyc = Cyclic(max_lr, step_size_up=scheduler.total_size * scheduler.step_ratio,
+    for target, start in targets_and_starts or [(max_lr, None) for max_lr in scheduler.max_lrs]:
+        cyc = Cyclic(target, step_size_up=scheduler.total_size * scheduler.step_ratio,
                      step_size_down=scheduler.total_size * (1 - scheduler.step_ratio),
-                     mode=scheduler.mode, gamma=scheduler.gamma)
+                     mode=scheduler.mode, gamma=scheduler.gamma, start=start)
         # Keep torch's own stored values so the arithmetic matches bit for bit.
         cyc.total_size, cyc.step_ratio = scheduler.total_size, scheduler.step_ratio
         schedules.append(cyc)
     return _per_group_or_one(schedules)
 
 
-def _one_cycle(scheduler, groups) -> Schedule:
+def _one_cycles(scheduler, groups) -> list[OneCycle]:
+    """One OneCycle per group with torch's phase ends (values still to fill)."""
     anneal = getattr(scheduler, "_anneal_func_type", None)
     if anneal is None:  # older torch stored the function itself
         anneal = "cos" if "cos" in scheduler.anneal_func.__name__ else "linear"
     phases = scheduler._schedule_phases
-    schedules = []
+    cycles = []
     for group in groups:
         cycle = OneCycle(group["max_lr"], scheduler.total_steps, anneal_strategy=anneal,
                          three_phase=len(phases) == 3)
         cycle.phase_ends = [float(p["end_step"]) for p in phases]
+        cycles.append(cycle)
+    return cycles
+
+
+def _one_cycle(scheduler, groups) -> Schedule:
+    phases = scheduler._schedule_phases
+    cycles = _one_cycles(scheduler, groups)
+    for cycle, group in zip(cycles, groups):
         cycle.phase_lrs = [group[phases[0]["start_lr"]]] + [group[p["end_lr"]] for p in phases]
-        schedules.append(cycle)
-    return _per_group_or_one(schedules)
+    return _per_group_or_one(cycles)
+
+
+def _momentum(scheduler) -> Schedule:
+    if not isinstance(scheduler, (tls.OneCycleLR, tls.CyclicLR)) or not scheduler.cycle_momentum:
+        raise TypeError(f"{type(scheduler).__name__} does not cycle momentum; only OneCycleLR and CyclicLR "
+                        "built with cycle_momentum=True do")
+    groups = scheduler.optimizer.param_groups
+    if isinstance(scheduler, tls.CyclicLR):
+        # torch: max_momentum - (max_momentum - base_momentum) * scale, the lr's cycle mirrored
+        return _cyclic(scheduler, [(g["base_momentum"], g["max_momentum"]) for g in groups])
+    phases = scheduler._schedule_phases
+    cycles = _one_cycles(scheduler, groups)
+    for cycle, group in zip(cycles, groups):
+        cycle.phase_lrs = [group[phases[0]["start_momentum"]]] + [group[p["end_momentum"]] for p in phases]
+    return _per_group_or_one(cycles)
 
 
 def _chained(scheduler) -> Schedule:
