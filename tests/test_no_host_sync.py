@@ -46,8 +46,11 @@ def _torch_case(name):
 
 SCHEDULES = ([pytest.param(_formula_case, n, id=f"formula-{n}") for n in sorted(test_formulas.CASES)]
              + [pytest.param(_torch_case, n, id=f"torch-{n}") for n in sorted(test_from_torch.CASES)])
-OPTIMIZERS = [(fusedlr.SGD, dict(momentum=0.9, nesterov=True, weight_decay=1e-2)),
-              (fusedlr.AdamW, dict(amsgrad=True, maximize=True))]
+OPTIMIZERS = [(fusedlr.SGD, dict(momentum=0.9, nesterov=True, weight_decay=1e-2,
+                                  momentum_schedule=S.cyclic_momentum(step_size_up=2),
+                                  weight_decay_schedule=S.Anneal(1.0, 3.0, 3))),
+              (fusedlr.AdamW, dict(amsgrad=True, maximize=True, beta1_schedule=S.one_cycle_momentum(5),
+                                   weight_decay_schedule=S.Cosine(3)))]
 
 
 def _train(case, name, backend, with_scaler):
@@ -74,8 +77,10 @@ def _train(case, name, backend, with_scaler):
                     scaler.step(opt)
                     scaler.update()
             opt.current_lr  # noqa: B018 - reading the lrs for logging must not sync either
+            applied = opt.last_step_applied.clone()
         expected_steps = 3 if with_scaler else 4
         assert torch.equal(opt.step_count.cpu(), torch.tensor(expected_steps))
+        assert bool(applied)
 
 
 @pytest.mark.parametrize("with_scaler", [False, True], ids=["plain", "grad-scaler"])
