@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cpu/optimizer_step.h"
+#include "fusedlr/step_common.h"
 #include "cpu/schedule_values.h"
 #include "format_constants.h"
 #include "step_args_binding.h"
@@ -42,11 +43,11 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "update",
       [](std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups, int64_t num_groups,
-         std::uintptr_t program, std::uintptr_t global_step, std::uintptr_t grad_scale,
+         std::uintptr_t program, std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale,
          std::uintptr_t found_inf, int kind, int dtype, bool maximize, bool nesterov,
          bool amsgrad, int num_threads) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
-            tensors, num_tensors, groups, num_groups, program, global_step, grad_scale,
+            tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
             found_inf, kind, dtype, maximize, nesterov, amsgrad);
         py::gil_scoped_release no_gil;
         fusedlr::cpu::update(a, num_threads);
@@ -57,15 +58,27 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "finish",
       [](std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups, int64_t num_groups,
-         std::uintptr_t program, std::uintptr_t global_step, std::uintptr_t grad_scale,
+         std::uintptr_t program, std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale,
          std::uintptr_t found_inf, int kind, int dtype, bool maximize, bool nesterov,
          bool amsgrad, bool advance, std::uintptr_t next_lr, std::uintptr_t applied) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
-            tensors, num_tensors, groups, num_groups, program, global_step, grad_scale,
+            tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
             found_inf, kind, dtype, maximize, nesterov, amsgrad);
         fusedlr::cpu::finish(a, advance, reinterpret_cast<double*>(next_lr), reinterpret_cast<bool*>(applied));
       },
       FUSEDLR_STEP_ARG_NAMES, py::arg("advance"), py::arg("next_lr"), py::arg("applied"),
       "Count the update in each tensor's step; with advance, step the schedule, "
       "write each group's next lr and whether the step was applied (a bool).");
+
+  m.def(
+      "plateau_report",
+      [](std::uintptr_t groups, int64_t num_groups, std::uintptr_t program, std::uintptr_t plateau,
+         std::uintptr_t global_step, std::uintptr_t metric, std::uintptr_t next_lr) {
+        const fusedlr::StepArgs a = fusedlr::make_step_args(0, 0, groups, num_groups, program, plateau,
+                                                            global_step, 0, 0, 0, 0, false, false, false);
+        fusedlr::report_plateau(a, as_ptr<double>(plateau), *as_ptr<const double>(metric), as_ptr<double>(next_lr));
+      },
+      py::arg("groups"), py::arg("num_groups"), py::arg("program"), py::arg("plateau"), py::arg("global_step"),
+      py::arg("metric"), py::arg("next_lr"),
+      "One ReduceLROnPlateau step on the plateau buffer (float64 metric), then the groups' next lrs.");
 }

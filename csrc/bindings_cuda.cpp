@@ -56,11 +56,11 @@ PYBIND11_MODULE(_C_cuda, m) {
       "update",
       [](int device, std::uintptr_t stream, std::uintptr_t tensors, int64_t num_tensors,
          std::uintptr_t groups, int64_t num_groups, std::uintptr_t program,
-         std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
+         std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
          int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, std::uintptr_t chunks,
          int64_t num_chunks, int64_t chunk_size) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
-            tensors, num_tensors, groups, num_groups, program, global_step, grad_scale,
+            tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
             found_inf, kind, dtype, maximize, nesterov, amsgrad);
         check(fusedlr::cuda::update(device, as_ptr<void>(stream), a, as_ptr<const int64_t>(chunks),
                                     num_chunks, chunk_size),
@@ -75,11 +75,11 @@ PYBIND11_MODULE(_C_cuda, m) {
       "finish",
       [](int device, std::uintptr_t stream, std::uintptr_t tensors, int64_t num_tensors,
          std::uintptr_t groups, int64_t num_groups, std::uintptr_t program,
-         std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
+         std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
          int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, bool advance,
          std::uintptr_t next_lr, std::uintptr_t applied) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
-            tensors, num_tensors, groups, num_groups, program, global_step, grad_scale,
+            tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
             found_inf, kind, dtype, maximize, nesterov, amsgrad);
         check(fusedlr::cuda::finish(device, as_ptr<void>(stream), a, advance, as_ptr<double>(next_lr),
                                     as_ptr<bool>(applied)),
@@ -87,4 +87,19 @@ PYBIND11_MODULE(_C_cuda, m) {
       },
       py::arg("device"), py::arg("stream"), FUSEDLR_STEP_ARG_NAMES, py::arg("advance"),
       py::arg("next_lr"), py::arg("applied"), "Enqueue the finish kernel (same contract as the CPU finish).");
+
+  m.def(
+      "plateau_report",
+      [](int device, std::uintptr_t stream, std::uintptr_t groups, int64_t num_groups,
+         std::uintptr_t program, std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t metric,
+         std::uintptr_t next_lr) {
+        const fusedlr::StepArgs a = fusedlr::make_step_args(0, 0, groups, num_groups, program, plateau,
+                                                            global_step, 0, 0, 0, 0, false, false, false);
+        check(fusedlr::cuda::plateau_report(device, as_ptr<void>(stream), a, as_ptr<const double>(metric),
+                                            as_ptr<double>(next_lr)),
+              "fusedlr CUDA plateau kernel");
+      },
+      py::arg("device"), py::arg("stream"), py::arg("groups"), py::arg("num_groups"), py::arg("program"),
+      py::arg("plateau"), py::arg("global_step"), py::arg("metric"), py::arg("next_lr"),
+      "Enqueue the plateau report kernel (same contract as the CPU version).");
 }

@@ -23,6 +23,7 @@ inline void export_format_constants(pybind11::module_& m) {
   kinds["ONE_CYCLE"] = int(kOneCycle);
   kinds["CYCLIC"] = int(kCyclic);
   kinds["RANGE_TEST"] = int(kRangeTest);
+  kinds["PLATEAU"] = int(kPlateau);
   kinds["SEQUENTIAL"] = int(kSequential);
   kinds["CHAIN"] = int(kChain);
   kinds["PER_GROUP"] = int(kPerGroup);

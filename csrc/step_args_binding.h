@@ -5,12 +5,13 @@
 
 #include <cstdint>
 
+#include "fusedlr/plateau.h"
 #include "fusedlr/step_layout.h"
 
 namespace fusedlr {
 
 inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups,
-                               int64_t num_groups, std::uintptr_t program,
+                               int64_t num_groups, std::uintptr_t program, std::uintptr_t plateau,
                                std::uintptr_t global_step, std::uintptr_t grad_scale,
                                std::uintptr_t found_inf, int kind, int dtype, bool maximize,
                                bool nesterov, bool amsgrad) {
@@ -20,6 +21,7 @@ inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std:
   a.groups = reinterpret_cast<const double*>(groups);
   a.num_groups = num_groups;
   a.program = reinterpret_cast<const double*>(program);
+  a.plateau = reinterpret_cast<const double*>(plateau);
   a.global_step = reinterpret_cast<int64_t*>(global_step);
   a.grad_scale = reinterpret_cast<const float*>(grad_scale);
   a.found_inf = reinterpret_cast<const float*>(found_inf);
@@ -34,7 +36,8 @@ inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std:
 // Python keyword names of make_step_args, in order.
 #define FUSEDLR_STEP_ARG_NAMES                                                              \
   pybind11::arg("tensors"), pybind11::arg("num_tensors"), pybind11::arg("groups"),          \
-      pybind11::arg("num_groups"), pybind11::arg("program"), pybind11::arg("global_step"), \
+      pybind11::arg("num_groups"), pybind11::arg("program"), pybind11::arg("plateau"), \
+      pybind11::arg("global_step"), \
       pybind11::arg("grad_scale"), pybind11::arg("found_inf"), pybind11::arg("kind"),      \
       pybind11::arg("dtype"), pybind11::arg("maximize"), pybind11::arg("nesterov"),         \
       pybind11::arg("amsgrad")
@@ -72,6 +75,20 @@ inline void export_step_layout(pybind11::module_& m) {
   kinds["sgd"] = int(kSGD);
   kinds["adamw"] = int(kAdamW);
   m.attr("OPTIMIZER_KINDS") = kinds;
+  pybind11::dict plateau_fields;
+  plateau_fields["max_mode"] = int(kPlateauMaxMode);
+  plateau_fields["factor"] = int(kPlateauFactor);
+  plateau_fields["patience"] = int(kPlateauPatience);
+  plateau_fields["threshold"] = int(kPlateauThreshold);
+  plateau_fields["abs_threshold"] = int(kPlateauAbsThreshold);
+  plateau_fields["cooldown"] = int(kPlateauCooldown);
+  plateau_fields["eps"] = int(kPlateauEps);
+  plateau_fields["num_groups"] = int(kPlateauNumGroups);
+  plateau_fields["best"] = int(kPlateauBest);
+  plateau_fields["bad_epochs"] = int(kPlateauBadEpochs);
+  plateau_fields["cooldown_left"] = int(kPlateauCooldownLeft);
+  m.attr("PLATEAU_FIELDS") = plateau_fields;
+  m.attr("PLATEAU_HEADER") = int(kPlateauHeader);
 }
 
 }  // namespace fusedlr

@@ -135,3 +135,32 @@ def test_edit_inside_compiled_step_asks_for_upload():
         step(_inputs(1))
     assert torch.allclose(opt.current_lr, _schedule().values([2], 0.05)[0], rtol=1e-12, atol=0)
     assert int(opt.step_count) == 2
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_report_compiles_into_the_step_without_recompiles(backend):
+    """opt.report(metric) inside the compiled function (the custom op
+    fusedlr::plateau_report on the native backend) follows torch's
+    ReduceLROnPlateau, with one graph for every metric value."""
+    torch._dynamo.reset()
+    model = _model()
+    opt = fusedlr.SGD(model.parameters(), lr=0.1, schedule=S.Plateau(patience=1, factor=0.5), backend=backend)
+    oracle_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    oracle = torch.optim.lr_scheduler.ReduceLROnPlateau(oracle_opt, patience=1, factor=0.5)
+    counter = CompileCounter()
+
+    def step_and_report(metric):
+        opt.step()
+        opt.report(metric)
+
+    compiled = torch.compile(step_and_report, fullgraph=True, backend=counter)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for step in range(20):
+            model(_inputs(step)).square().mean().backward()
+            metric = 1.0 / (1 + min(step, 5))
+            compiled(torch.tensor(metric, dtype=torch.float64))
+            opt.zero_grad()
+            oracle.step(metric)
+            assert float(opt.current_lr[0]) == pytest.approx(oracle_opt.param_groups[0]["lr"], rel=1e-12)
+    assert counter.frame_count == 1
+    assert oracle_opt.param_groups[0]["lr"] < 0.1 / 8

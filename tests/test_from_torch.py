@@ -89,12 +89,11 @@ def test_one_cycle_holds_final_value_past_total_steps(backend):
 @pytest.mark.parametrize("make", [
     lambda o: tls.LambdaLR(o, lambda e: 0.9 ** e),
     lambda o: tls.MultiplicativeLR(o, lambda e: 0.9),
-    lambda o: tls.ReduceLROnPlateau(o),
     lambda o: tls.CyclicLR(o, 0.01, 0.1, scale_fn=lambda x: 1.0),
     lambda o: tls.ChainedScheduler([tls.ConstantLR(o, 0.5, 3), tls.CosineAnnealingLR(o, 10, eta_min=1e-3)]),
     lambda o: tls.ChainedScheduler([tls.ExponentialLR(o, 0.9), tls.OneCycleLR(o, 0.1, total_steps=10)]),
     lambda o: tls.ChainedScheduler([tls.ExponentialLR(o, 0.9), tls.SequentialLR(o, [tls.ConstantLR(o, 0.5, 3), tls.ExponentialLR(o, 0.9)], [5])]),
-], ids=["LambdaLR", "MultiplicativeLR", "ReduceLROnPlateau", "CyclicLR-custom-fn", "Chained-cosine-eta_min",
+], ids=["LambdaLR", "MultiplicativeLR", "CyclicLR-custom-fn", "Chained-cosine-eta_min",
         "Chained-onecycle", "Chained-sequential"])
 def test_unrepresentable_schedulers_raise_type_error(make):
     params = [torch.nn.Parameter(torch.zeros(1))]

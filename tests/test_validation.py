@@ -65,7 +65,7 @@ BAD = [
     (lambda: S.get_scheduler("sigmoid", 10, 100), ValueError, r"name must be one of"),
     (lambda: S.get_scheduler("cosine", 10, 100, power=2), TypeError, r"unexpected arguments"),
     (lambda: S.get_scheduler("cosine_with_min_lr", 10, 100), ValueError, r"exactly one of min_lr and min_lr_rate"),
-    (lambda: S.get_scheduler("reduce_lr_on_plateau"), ValueError, r"not available yet"),
+    (lambda: S.get_scheduler("reduce_lr_on_plateau", factor=1.5), ValueError, r"factor must be in \[0, 1\)"),
     (lambda: S.warmup_stable_decay(50, 60, num_training_steps=100), ValueError, r"must be\s+<= num_training_steps"),
     (lambda: S.warmup_stable_decay(10, 20), ValueError, r"num_training_steps or num_stable_steps"),
     (lambda: S.noam(0, 10), ValueError, r"d_model"),

@@ -68,7 +68,7 @@ FUSEDLR_CPU_VARIANTS void update_range_bf16(const StepArgs& a, const std::vector
 void update_chunks(RangeUpdate update_range_of_dtype, const StepArgs& a, const std::vector<Chunk>& chunks,
                    int num_threads) {
   std::vector<GroupValues> values(a.num_groups);
-  for (int64_t g = 0; g < a.num_groups; ++g) values[g] = group_values(a.groups, a.program, g, *a.global_step);
+  for (int64_t g = 0; g < a.num_groups; ++g) values[g] = group_values(a, g, *a.global_step);
   const double factor = grad_factor(a.grad_scale, a.maximize);
   const int64_t n = (int64_t)chunks.size();
 #pragma omp parallel for schedule(static) num_threads(num_threads) if (n > 1 && num_threads > 1)
@@ -100,7 +100,7 @@ void finish(const StepArgs& a, bool advance, double* next_lr, bool* applied) {
     ++*address_as<int64_t>(a.tensors[t * kTensorFields + kStepPtr]);
   if (!advance) return;
   const int64_t step = ++*a.global_step;
-  for (int64_t g = 0; g < a.num_groups; ++g) next_lr[g] = group_lr(a.groups, a.program, g, step);
+  for (int64_t g = 0; g < a.num_groups; ++g) next_lr[g] = group_lr(a, g, step);
 }
 
 }  // namespace cpu

@@ -24,6 +24,11 @@ std::string schedule_values(int device, void* stream, const double* prog,
 // block of `chunk_size` elements.
 std::string update(int device, void* stream, const StepArgs& a, const int64_t* chunks,
                    int64_t num_chunks, int64_t chunk_size);
+// One ReduceLROnPlateau step on the device plateau buffer, then the groups'
+// next lrs (one thread; a.plateau is the buffer, written).
+std::string plateau_report(int device, void* stream, const StepArgs& a, const double* metric,
+                           double* next_lr);
+
 std::string finish(int device, void* stream, const StepArgs& a, bool advance, double* next_lr,
                    bool* applied);
 

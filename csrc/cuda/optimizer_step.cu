@@ -37,7 +37,7 @@ __global__ void update_kernel(StepArgs a, const int64_t* chunks, int64_t num_chu
     const int64_t* row = a.tensors + t * kTensorFields;
     if (threadIdx.x == 0 && (c == blockIdx.x || shared_tensor != t)) {
       const int64_t g = row[kGroup];
-      const GroupValues values = group_values(a.groups, a.program, g, *a.global_step);
+      const GroupValues values = group_values(a, g, *a.global_step);
       const double factor = grad_factor(a.grad_scale, a.maximize);
       const int64_t before = *address_as<int64_t>(row[kStepPtr]);
       const double* group = a.groups + g * kGroupFields;
@@ -69,7 +69,12 @@ __global__ void finish_kernel(StepArgs a, bool advance, double* next_lr, bool* a
     ++*address_as<int64_t>(a.tensors[t * kTensorFields + kStepPtr]);
   if (!advance || blockIdx.x != 0 || threadIdx.x != 0) return;
   const int64_t step = ++*a.global_step;
-  for (int64_t g = 0; g < a.num_groups; ++g) next_lr[g] = group_lr(a.groups, a.program, g, step);
+  for (int64_t g = 0; g < a.num_groups; ++g) next_lr[g] = group_lr(a, g, step);
+}
+
+__global__ void plateau_report_kernel(StepArgs a, const double* metric, double* next_lr) {
+  if (blockIdx.x == 0 && threadIdx.x == 0)
+    report_plateau(a, const_cast<double*>(a.plateau), *metric, next_lr);
 }
 
 std::string error_text(cudaError_t err) {
@@ -115,6 +120,14 @@ std::string finish(int device, void* stream, const StepArgs& a, bool advance, do
   const int64_t wanted = (a.num_tensors + kThreads - 1) / kThreads;
   const int blocks = (int)(wanted < 1 ? 1 : (wanted < kMaxBlocks ? wanted : kMaxBlocks));
   finish_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a, advance, next_lr, applied);
+  return error_text(cudaGetLastError());
+}
+
+std::string plateau_report(int device, void* stream, const StepArgs& a, const double* metric,
+                           double* next_lr) {
+  cudaError_t err = cudaSetDevice(device);
+  if (err != cudaSuccess) return error_text(err);
+  plateau_report_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(a, metric, next_lr);
   return error_text(cudaGetLastError());
 }
 

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "plateau.h"
 #include "schedule_format.h"
 
 #if defined(__CUDACC__)
@@ -184,11 +185,12 @@ FUSEDLR_HD double leaf(const double* n, double t, double b) {
 
 }  // namespace detail
 
-// lr at `step` for param group `group` whose base lr is `base_lr`.
+// lr at `step` for param group `group` whose base lr is `base_lr`; `plateau`:
+// the optimizer's plateau buffer (plateau.h), or null (no reductions).
 // Walks the program without recursion: SEQUENTIAL and PER_GROUP select one
 // child, CHAIN feeds each child's result to the next as its base lr.
 FUSEDLR_HD double evaluate_schedule(const double* prog, int64_t step, int64_t group,
-                                    double base_lr) {
+                                    double base_lr, const double* plateau = nullptr) {
   struct Frame { int64_t node; double t; int64_t next; };
   Frame pending[kMaxDepth];
   int depth = 0;
@@ -217,7 +219,7 @@ FUSEDLR_HD double evaluate_schedule(const double* prog, int64_t step, int64_t gr
       node = (int64_t)n[2];
       continue;
     }
-    lr = detail::leaf(n, t, lr);
+    lr = kind == kPlateau ? plateau_value(plateau, group, lr) : detail::leaf(n, t, lr);
     bool resumed = false;
     while (depth > 0 && !resumed) {
       Frame& f = pending[depth - 1];

@@ -22,6 +22,7 @@ enum NodeKind : int {
   kOneCycle = 11,       // n_phases, anneal, end[3], lr[4]
   kCyclic = 12,         // max_lr, total_size, step_ratio, mode, gamma, has_start, start (else b)
   kRangeTest = 13,      // end_lr, num_iter, mode
+  kPlateau = 14,        // (none)                       b reduced on plateaus, see plateau.h
   // Composites.
   kSequential = 20,     // n, child[n], milestones[n-1]  torch SequentialLR
   kChain = 21,          // n, child[n]                   each child rescales the previous output

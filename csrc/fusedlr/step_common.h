@@ -15,25 +15,33 @@ FUSEDLR_HD bool step_is_skipped(const StepArgs& a) { return a.found_inf && *a.fo
 
 // A group hyperparameter at schedule step `step`: its schedule applied to its
 // base value, or the base value when it has none (offset -1).
-FUSEDLR_HD double scheduled_value(const double* row, const double* program, int field, int program_field,
+FUSEDLR_HD double scheduled_value(const StepArgs& a, const double* row, int field, int program_field,
                                   int64_t g, int64_t step) {
   const double offset = row[program_field];
-  return offset < 0 ? row[field] : evaluate_schedule(program + (int64_t)offset, step, g, row[field]);
+  return offset < 0 ? row[field]
+                    : evaluate_schedule(a.program + (int64_t)offset, step, g, row[field], a.plateau);
 }
 
 // lr of group g at schedule step `step` (its schedule scales its base lr).
-FUSEDLR_HD double group_lr(const double* groups, const double* program, int64_t g, int64_t step) {
-  return scheduled_value(groups + g * kGroupFields, program, kBaseLr, kProgram, g, step);
+FUSEDLR_HD double group_lr(const StepArgs& a, int64_t g, int64_t step) {
+  return scheduled_value(a, a.groups + g * kGroupFields, kBaseLr, kProgram, g, step);
 }
 
 // The scheduled hyperparameters of group g for the update at step `step`.
 struct GroupValues { double lr, weight_decay, momentum; };
 
-FUSEDLR_HD GroupValues group_values(const double* groups, const double* program, int64_t g, int64_t step) {
-  const double* row = groups + g * kGroupFields;
-  return GroupValues{scheduled_value(row, program, kBaseLr, kProgram, g, step),
-                     scheduled_value(row, program, kWeightDecay, kWeightDecayProgram, g, step),
-                     scheduled_value(row, program, kMomentum, kMomentumProgram, g, step)};
+FUSEDLR_HD GroupValues group_values(const StepArgs& a, int64_t g, int64_t step) {
+  const double* row = a.groups + g * kGroupFields;
+  return GroupValues{scheduled_value(a, row, kBaseLr, kProgram, g, step),
+                     scheduled_value(a, row, kWeightDecay, kWeightDecayProgram, g, step),
+                     scheduled_value(a, row, kMomentum, kMomentumProgram, g, step)};
+}
+
+// opt.report(metric): one plateau step on `plateau` (a.plateau, writable),
+// then each group's lr for the next step, as finish writes it.
+FUSEDLR_HD void report_plateau(const StepArgs& a, double* plateau, double metric, double* next_lr) {
+  plateau_report(plateau, metric, a.groups);
+  for (int64_t g = 0; g < a.num_groups; ++g) next_lr[g] = group_lr(a, g, *a.global_step);
 }
 
 }  // namespace fusedlr

@@ -45,6 +45,7 @@ struct StepArgs {
   const double* groups;
   int64_t num_groups;
   const double* program;
+  const double* plateau;  // the optimizer's plateau buffer (plateau.h)
   int64_t* global_step;  // schedule step of this update, advanced by finish
   const float* grad_scale;
   const float* found_inf;

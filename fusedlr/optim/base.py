@@ -11,7 +11,7 @@ import torch
 
 from .. import _native
 from ..schedules import Constant, Schedule
-from . import compiled_step, native_backend, reference_backend
+from . import compiled_step, native_backend, plateau_buffer, reference_backend
 from .buckets import check_param
 from .device_state import DeviceState
 from .group_tables import HYPER_SCHEDULES
@@ -210,6 +210,39 @@ class FusedOptimizer(torch.optim.Optimizer):
         return [tuple(t.data_ptr() if t is not None else 0 for t in (ds.groups, ds.program, ds.base_lrs, ds.next_lr))
                 for ds in self._devices.values()]
 
+    # ---- reduce on plateau ----------------------------------------------------
+    @torch.no_grad()
+    def report(self, metric) -> None:
+        """Feed a validation metric to the ``Plateau`` in the groups' schedules:
+        torch ReduceLROnPlateau.step(metric) semantics, run on the device (its
+        state lives there), so it never syncs and may sit inside a captured
+        CUDA graph or a compiled function. ``metric``: a one-element tensor
+        (ideally on the params' device; a Python number costs a host-to-device
+        copy and is frozen by graph capture). The reduced lr applies from the
+        next step and shows in ``current_lr``."""
+        if torch.compiler.is_compiling():
+            self._check_uploaded()
+        else:
+            self._refresh_tables()
+        if isinstance(metric, torch.Tensor):
+            if metric.numel() != 1:
+                raise ValueError(f"metric must hold one value, got a tensor of shape {tuple(metric.shape)}")
+            if metric.is_complex() or metric.dtype == torch.bool:
+                raise TypeError(f"metric must be a real number, got dtype {metric.dtype}")
+        elif not isinstance(metric, (int, float)) or isinstance(metric, bool):
+            raise TypeError(f"metric must be a tensor or a number, got {type(metric).__name__}")
+        for device, ds in self._devices.items():
+            if ds.plateau_schedule is None:
+                raise RuntimeError("report() needs a fusedlr.schedules.Plateau in a param group's schedule "
+                                   "(e.g. schedule=Plateau(...) or from_torch(ReduceLROnPlateau(...)))")
+            value = torch.as_tensor(metric).detach().to(device=device, dtype=torch.float64).reshape(())
+            if self._backend_of(device) == "reference":
+                plateau_buffer.reference_report(ds.plateau, ds.plateau_schedule, value, ds.base_lrs)
+                ds.next_lr.copy_(ds.lrs_at(self.param_groups, ds.step))
+            else:
+                torch.ops.fusedlr.plateau_report(ds.plateau, ds.next_lr, value, ds.groups, ds.program, ds.step,
+                                                 len(self.param_groups))
+
     # ---- what users read --------------------------------------------------
     def _primary(self) -> DeviceState:
         if not self._devices:
@@ -242,9 +275,11 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     # ---- checkpoints --------------------------------------------------------
     def state_dict(self) -> dict:
-        """torch's optimizer state_dict plus ``"fusedlr": {"step_count": tensor}``."""
+        """torch's optimizer state_dict plus ``"fusedlr": {"step_count": tensor,
+        "plateau": tensor}`` (the plateau buffer: metric state and reductions)."""
         sd = super().state_dict()
-        sd["fusedlr"] = {"step_count": self._primary().step.clone()}
+        ds = self._primary()
+        sd["fusedlr"] = {"step_count": ds.step.clone(), "plateau": ds.plateau.clone()}
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -271,6 +306,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._plan.invalidate()  # the state tensors were replaced
         for ds in self._devices.values():
             ds.step.fill_(count)
+            saved = extra.get("plateau")
+            if saved is not None and saved.shape == ds.plateau.shape:
+                ds.plateau.copy_(saved)  # the configuration part is rewritten from the schedule at the refresh
             ds.key = None
 
     def adopt_state(self, param: torch.Tensor, group: dict, loaded: dict) -> dict:

@@ -1,11 +1,12 @@
-"""The optimizer step as seen by torch.compile.
+"""The native kernels as torch custom ops, for torch.compile.
 
 The eager step keeps Python-side caches keyed on ``data_ptr()``, which Dynamo
 cannot trace. Under ``torch.compile`` the step instead hands each device's
 tensors to the custom op ``fusedlr::native_step`` (declared with the tensors it
 mutates, and a fake implementation that does nothing), so the compiled graph
-calls the same native kernels without a graph break. The reference backend is
-plain torch ops and is traced as it is.
+calls the same native kernels without a graph break; ``fusedlr::plateau_report``
+does the same for ``opt.report``. The reference backend is plain torch ops and
+is traced as it is.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Optional
 
 import torch
 
+from .. import _native
 from . import native_backend, reference_backend
 from .buckets import Bucket, Entry, collect
 
@@ -31,16 +33,18 @@ _TABLE_CACHE_SIZE = 64
 class _DeviceTables:
     """The DeviceState fields native_backend.run reads."""
 
-    def __init__(self, step, next_lr, applied, groups, program):
+    def __init__(self, step, next_lr, applied, groups, program, plateau):
         self.device = step.device
-        self.step, self.next_lr, self.applied, self.groups, self.program = step, next_lr, applied, groups, program
+        self.step, self.next_lr, self.applied = step, next_lr, applied
+        self.groups, self.program, self.plateau = groups, program, plateau
 
 
 @torch.library.custom_op("fusedlr::native_step", mutates_args=("params", "states", "steps", "global_step", "next_lr",
                                                                    "applied"))
 def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: list[torch.Tensor],
                 steps: list[torch.Tensor], global_step: torch.Tensor, next_lr: torch.Tensor,
-                applied: torch.Tensor, groups: torch.Tensor, program: torch.Tensor, grad_scale: Optional[torch.Tensor],
+                applied: torch.Tensor, groups: torch.Tensor, program: torch.Tensor, plateau: torch.Tensor,
+                grad_scale: Optional[torch.Tensor],
                 found_inf: Optional[torch.Tensor], entry_info: list[int], bucket_info: list[int],
                 kind: str, num_groups: int) -> None:
     """One device's optimizer step on the native kernel (see native_backend.run)."""
@@ -54,13 +58,32 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
         buckets[bucket].entries.append(Entry(p, work, g.contiguous(), entry_states, step, group, ""))
     for bucket in buckets:
         bucket.native = _cached_tables(bucket)
-    tables = _DeviceTables(global_step, next_lr, applied, groups, program)
+    tables = _DeviceTables(global_step, next_lr, applied, groups, program, plateau)
     native_backend.run(tables, [b for b in buckets if b.entries], kind, num_groups, grad_scale, found_inf)
 
 
 @native_step.register_fake
-def _(params, grads, states, steps, global_step, next_lr, applied, groups, program, grad_scale, found_inf,
+def _(params, grads, states, steps, global_step, next_lr, applied, groups, program, plateau, grad_scale, found_inf,
       entry_info, bucket_info, kind, num_groups) -> None:
+    return None
+
+
+@torch.library.custom_op("fusedlr::plateau_report", mutates_args=("plateau", "next_lr"))
+def plateau_report(plateau: torch.Tensor, next_lr: torch.Tensor, metric: torch.Tensor, groups: torch.Tensor,
+                   program: torch.Tensor, global_step: torch.Tensor, num_groups: int) -> None:
+    """opt.report(metric) on the native kernel: the plateau step, then the next lrs."""
+    args = dict(groups=groups.data_ptr(), num_groups=num_groups, program=program.data_ptr(),
+                plateau=plateau.data_ptr(), global_step=global_step.data_ptr(), metric=metric.data_ptr(),
+                next_lr=next_lr.data_ptr())
+    if plateau.device.type == "cuda":
+        _native.cuda_module.plateau_report(plateau.device.index, torch.cuda.current_stream(plateau.device).cuda_stream,
+                                           **args)
+    else:
+        _native.cpu_module.plateau_report(**args)
+
+
+@plateau_report.register_fake
+def _(plateau, next_lr, metric, groups, program, global_step, num_groups) -> None:
     return None
 
 
@@ -104,5 +127,5 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
                 grads.append(e.grad)
                 steps.append(e.step)
         torch.ops.fusedlr.native_step(params, grads, states, steps, ds.step, ds.next_lr, ds.applied, ds.groups,
-                                      ds.program, scale, inf, entry_info, bucket_info, optimizer.kind,
+                                      ds.program, ds.plateau, scale, inf, entry_info, bucket_info, optimizer.kind,
                                       len(optimizer.param_groups))

@@ -1,12 +1,14 @@
 """What an optimizer keeps on each device it updates: the int64 schedule step,
 the group table and packed schedules (re-uploaded only when a group's
-hyperparameters or schedule change) and the groups' next lrs."""
+hyperparameters or schedule change), the plateau buffer and the groups'
+next lrs."""
 from __future__ import annotations
 
 import torch
 
 from .. import _native
-from .group_tables import group_lrs_at, hyper_key, pack_groups
+from . import plateau_buffer
+from .group_tables import HYPER_SCHEDULES, group_lrs_at, hyper_key, pack_groups
 
 
 class DeviceState:
@@ -16,7 +18,9 @@ class DeviceState:
         #: whether the last step was applied (False: skipped by GradScaler)
         self.applied = torch.ones((), dtype=torch.bool, device=device)
         self.key = None
-        self.groups = self.program = self.base_lrs = self.next_lr = None
+        self.groups = self.program = self.base_lrs = self.next_lr = self.plateau = None
+        #: the Plateau the groups' schedules hold (None: opt.report() has nothing to drive)
+        self.plateau_schedule = None
 
     def is_stale(self, param_groups: list[dict], kind: str) -> bool:
         """Did a group's hyperparameters or schedule change since the last upload?"""
@@ -32,8 +36,14 @@ class DeviceState:
         self.groups = self._overwrite(self.groups, rows)
         self.program = self._overwrite(self.program, program)
         self.base_lrs = self._overwrite(self.base_lrs, rows[:, base_column].contiguous())
-        self.next_lr = self._overwrite(self.next_lr, group_lrs_at(param_groups, self.step, self.base_lrs))
+        self.plateau_schedule = plateau_buffer.find_plateau(param_groups, HYPER_SCHEDULES[kind].values())
+        self.plateau = plateau_buffer.refreshed(self.plateau, self.plateau_schedule, len(param_groups), self.device)
+        self.next_lr = self._overwrite(self.next_lr, self.lrs_at(param_groups, self.step))
         self.key = key
+
+    def lrs_at(self, param_groups: list[dict], step: torch.Tensor) -> torch.Tensor:
+        """The groups' lrs at ``step`` (reference maths, tensor ops, no host sync)."""
+        return group_lrs_at(param_groups, step, self.base_lrs, plateau=self.plateau)
 
     def _overwrite(self, table: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
         if table is not None and table.shape == value.shape and table.dtype == value.dtype:

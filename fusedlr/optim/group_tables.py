@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 from .. import _native
+from . import plateau_buffer
 from ..schedules import Schedule
-from ..schedules.reference import evaluate
+from ..schedules.reference import PlateauView, evaluate
 
 
 def hyper_key(group: dict, kind: str) -> tuple:
@@ -63,20 +64,25 @@ def pack_groups(param_groups: list[dict], kind: str) -> tuple[torch.Tensor, torc
 
 
 def group_lrs_at(param_groups: list[dict], step: torch.Tensor, base_all: torch.Tensor,
-                 key: str = "schedule") -> torch.Tensor:
+                 key: str = "schedule", plateau: torch.Tensor | None = None) -> torch.Tensor:
     """Value of every group's hyperparameter at ``step`` (an int64 tensor on any
     device) given the groups' base values ``base_all`` (float64 (G,) on the same
     device), as a float64 tensor (G,) there, computed with tensor ops only (no
     host sync). ``key``: the group key of the schedule (the lr's by default);
-    a group without one keeps its base value."""
+    a group without one keeps its base value. ``plateau``: the optimizer's
+    plateau buffer (see plateau_buffer), whose reductions Plateau nodes apply."""
     t = step.to(torch.float64).reshape(1, 1)
+    count = len(param_groups)
+    view = None if plateau is None else PlateauView(plateau_buffer.reductions(plateau, count),
+                                                    plateau_buffer.min_lrs(plateau, count), list(range(count)))
     values = []
     for g, group in enumerate(param_groups):
         schedule: Schedule | None = group.get(key)
         if schedule is None:
             values.append(base_all[g:g + 1])
         elif schedule.num_groups is None:
-            values.append(evaluate(schedule, t, base_all[g:g + 1].reshape(1, 1)).reshape(1))
+            values.append(evaluate(schedule, t, base_all[g:g + 1].reshape(1, 1),
+                                   view.column(g) if view else None).reshape(1))
         else:
-            values.append(evaluate(schedule, t, base_all.reshape(1, -1)).reshape(-1)[g:g + 1])
+            values.append(evaluate(schedule, t, base_all.reshape(1, -1), view).reshape(-1)[g:g + 1])
     return torch.cat(values)

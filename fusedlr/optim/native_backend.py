@@ -72,6 +72,7 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int,
     constants = _native.format_constants()
     prefix = (ds.device.index, torch.cuda.current_stream(ds.device).cuda_stream) if on_cuda else ()
     common = dict(groups=ds.groups.data_ptr(), num_groups=num_groups, program=ds.program.data_ptr(),
+                  plateau=ds.plateau.data_ptr(),
                   global_step=ds.step.data_ptr(), grad_scale=_ptr(grad_scale), found_inf=_ptr(found_inf),
                   kind=constants.OPTIMIZER_KINDS[kind])
     outputs = dict(next_lr=ds.next_lr.data_ptr(), applied=ds.applied.data_ptr())

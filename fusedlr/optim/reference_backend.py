@@ -69,7 +69,7 @@ def _adamw(e: Entry, group: dict, now: dict, bucket: Bucket, inv_scale, skip) ->
 def _scheduled_values(ds: DeviceState, kind: str, param_groups: list[dict]) -> dict:
     """{"lr", "weight_decay", "momentum"}: float64 (G,) device tensors at ds.step."""
     columns = _native.format_constants().GROUP_FIELDS
-    now = {"lr": group_lrs_at(param_groups, ds.step, ds.base_lrs)}
+    now = {"lr": ds.lrs_at(param_groups, ds.step)}
     for field, key in HYPER_SCHEDULES[kind].items():
         now[field] = group_lrs_at(param_groups, ds.step, ds.groups[:, columns[field]], key)
     return now
@@ -93,4 +93,4 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, param_groups: list[di
         ds.applied.fill_(True)
     else:
         ds.applied.copy_(~skip)
-    ds.next_lr.copy_(group_lrs_at(param_groups, ds.step, ds.base_lrs))
+    ds.next_lr.copy_(ds.lrs_at(param_groups, ds.step))

@@ -11,12 +11,13 @@ from .families import (Anneal, Constant, Cosine, CosineRestarts, Cyclic, Exponen
                        Linear, MultiStep, OneCycle, Piecewise, Polynomial, RangeTest, Step,
                        cosine_decay_with_min, cyclic_momentum, noam, one_cycle_momentum)
 from .hf import get_scheduler
+from .plateau import Plateau
 from .plot import plot_schedules
 from .torch_convert import from_torch, torch_base_lrs
 
 __all__ = [
     "Schedule", "Chain", "PerGroup", "Sequential", "group_multipliers", "warmup", "warmup_stable_decay",
     "with_warmup", "Anneal", "Constant", "Cosine", "CosineRestarts", "Cyclic", "Exponential", "InverseSqrt",
-    "InverseTime", "Linear", "MultiStep", "OneCycle", "Piecewise", "Polynomial", "RangeTest", "Step",
+    "InverseTime", "Linear", "MultiStep", "OneCycle", "Piecewise", "Plateau", "Polynomial", "RangeTest", "Step",
     "cosine_decay_with_min", "cyclic_momentum", "noam", "one_cycle_momentum", "get_scheduler", "plot_schedules", "from_torch", "torch_base_lrs",
 ]

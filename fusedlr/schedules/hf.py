@@ -5,10 +5,11 @@ from . import _checks as check
 from .base import Schedule
 from .compose import Sequential, warmup_stable_decay, with_warmup
 from .families import Anneal, Constant, Cosine, CosineRestarts, InverseSqrt, Polynomial, cosine_decay_with_min
+from .plateau import Plateau
 
 NAMES = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-    "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
+    "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay", "reduce_lr_on_plateau",
 )
 _NEEDS_TRAINING_STEPS = {"linear", "cosine", "cosine_with_restarts", "polynomial", "cosine_with_min_lr"}
 
@@ -24,8 +25,8 @@ def get_scheduler(name: str, num_warmup_steps: int | None = None, num_training_s
     Unlike HF, every schedule holds its final value after ``num_training_steps``.
     """
     options = {**(scheduler_specific_kwargs or {}), **kwargs}
-    if name == "reduce_lr_on_plateau":
-        raise ValueError("reduce_lr_on_plateau is not available yet: it needs the device-side plateau state")
+    if name == "reduce_lr_on_plateau":  # HF passes its kwargs to ReduceLROnPlateau, without warmup
+        return Plateau(**options)
     check.choice("name", name, NAMES)
     if name == "constant":
         return _no_more(name, options) or Constant(1.0)

@@ -11,12 +11,31 @@ import math
 
 import torch
 
+from dataclasses import dataclass
+
 from . import compose, families
 from .base import Schedule
+from .plateau import Plateau
 
 
-def evaluate(schedule: Schedule, t: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """lr for every step in ``t`` and group in ``base`` (broadcast to (S, G))."""
+@dataclass
+class PlateauView:
+    """An optimizer's plateau reductions as seen by the columns of an evaluation:
+    ``reductions``/``min_lrs`` (float64 (G,) tensors) and the param group of each column."""
+    reductions: torch.Tensor
+    min_lrs: torch.Tensor
+    groups: list
+
+    def column(self, c: int) -> "PlateauView":
+        return PlateauView(self.reductions, self.min_lrs, self.groups[c:c + 1])
+
+
+def evaluate(schedule: Schedule, t: torch.Tensor, base: torch.Tensor, plateau: PlateauView | None = None
+             ) -> torch.Tensor:
+    """lr for every step in ``t`` and group in ``base`` (broadcast to (S, G)).
+    ``plateau``: the reductions Plateau nodes apply (None: none yet)."""
+    if isinstance(schedule, (compose.Sequential, compose.Chain, compose.PerGroup, Plateau)):
+        return _WITH_PLATEAU[type(schedule)](schedule, t, base, plateau)
     try:
         rule = _RULES[type(schedule)]
     except KeyError:
@@ -171,24 +190,34 @@ def _range_test(s: families.RangeTest, t, b):
     return torch.where(b > 0, safe * (s.end_lr / safe) ** r, torch.zeros_like(b * r))
 
 
-def _sequential(s: compose.Sequential, t, b):
-    value = evaluate(s.schedules[0], t, b)
+def _sequential(s: compose.Sequential, t, b, plateau):
+    value = evaluate(s.schedules[0], t, b, plateau)
     for milestone, child in zip(s.milestones, s.schedules[1:]):
         local = torch.clamp(t - milestone, min=0.0)
-        value = torch.where(t >= milestone, evaluate(child, local, b), value)
+        value = torch.where(t >= milestone, evaluate(child, local, b, plateau), value)
     return value
 
 
-def _chain(s: compose.Chain, t, b):
+def _chain(s: compose.Chain, t, b, plateau):
     for child in s.schedules:
-        b = evaluate(child, t, b)
+        b = evaluate(child, t, b, plateau)
     return b
 
 
-def _per_group(s: compose.PerGroup, t, b):
+def _per_group(s: compose.PerGroup, t, b, plateau):
     b = b.expand(t.shape[0], len(s.schedules))
-    columns = [evaluate(child, t, b[:, g:g + 1]) for g, child in enumerate(s.schedules)]
+    columns = [evaluate(child, t, b[:, g:g + 1], plateau.column(g) if plateau else None)
+               for g, child in enumerate(s.schedules)]
     return torch.cat([c.expand(t.shape[0], 1) for c in columns], dim=1)
+
+
+def _plateau(s: Plateau, t, b, plateau):
+    """b until the group's first reduction, then max(b factor**k, min_lr)."""
+    if plateau is None:
+        return b.expand(t.shape[0], b.shape[1])
+    k = plateau.reductions[plateau.groups].reshape(1, -1)
+    floor = plateau.min_lrs[plateau.groups].reshape(1, -1)
+    return torch.where(k == 0, b, torch.maximum(b * s.factor ** k, floor)).expand(t.shape[0], -1)
 
 
 _RULES = {
@@ -205,7 +234,11 @@ _RULES = {
     families.OneCycle: _one_cycle,
     families.Cyclic: _cyclic,
     families.RangeTest: _range_test,
+}
+
+_WITH_PLATEAU = {
     compose.Sequential: _sequential,
     compose.Chain: _chain,
     compose.PerGroup: _per_group,
+    Plateau: _plateau,
 }

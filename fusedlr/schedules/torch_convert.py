@@ -9,6 +9,7 @@ from .base import Schedule
 from .compose import Chain, PerGroup, Sequential
 from .families import (Constant, Cosine, CosineRestarts, Cyclic, Exponential, Linear, MultiStep, OneCycle,
                        Polynomial, Step)
+from .plateau import Plateau
 
 # Chained schedulers that scale the current lr by a ratio (so chaining multiplies).
 _MULTIPLICATIVE = (tls.StepLR, tls.MultiStepLR, tls.ConstantLR, tls.LinearLR, tls.ExponentialLR,
@@ -21,7 +22,9 @@ def from_torch(scheduler, hyperparameter: str = "lr") -> Schedule:
     Evaluate it with ``torch_base_lrs(scheduler)`` (the groups' ``initial_lr``).
     Supported: StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR,
     PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR,
-    OneCycleLR, SequentialLR, ChainedScheduler. Anything else raises TypeError.
+    OneCycleLR, SequentialLR, ChainedScheduler, ReduceLROnPlateau (as a
+    ``Plateau`` with a fresh state: report metrics with ``opt.report``).
+    Anything else raises TypeError.
 
     ``hyperparameter="momentum"``: the momentum (SGD) / beta1 (Adam) cycle of a
     OneCycleLR or CyclicLR built with ``cycle_momentum=True``, for
@@ -78,7 +81,7 @@ def from_torch(scheduler, hyperparameter: str = "lr") -> Schedule:
             "the device; write the schedule with fusedlr.schedules instead"
         )
     if isinstance(scheduler, tls.ReduceLROnPlateau):
-        raise TypeError("ReduceLROnPlateau depends on metric values and is not supported by from_torch yet")
+        return _plateau(scheduler)
     raise TypeError(f"cannot convert {type(scheduler).__name__}: not a supported torch.optim.lr_scheduler class")
 
 
@@ -144,6 +147,13 @@ def _momentum(scheduler) -> Schedule:
     for cycle, group in zip(cycles, groups):
         cycle.phase_lrs = [group[phases[0]["start_momentum"]]] + [group[p["end_momentum"]] for p in phases]
     return _per_group_or_one(cycles)
+
+
+def _plateau(scheduler) -> Plateau:
+    min_lrs = [float(v) for v in scheduler.min_lrs]
+    return Plateau(scheduler.mode, scheduler.factor, scheduler.patience, scheduler.threshold,
+                   scheduler.threshold_mode, scheduler.cooldown,
+                   min_lrs[0] if len(set(min_lrs)) == 1 else min_lrs, scheduler.eps)
 
 
 def _chained(scheduler) -> Schedule:
