@@ -1,10 +1,12 @@
 // pybind11 module fusedlr._C_cuda: the CUDA backend. Built only when nvcc is
 // found; links the CUDA runtime statically, so importing it needs no GPU.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cuda/launchers.h"
 #include "step_args_binding.h"
@@ -102,4 +104,14 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("device"), py::arg("stream"), py::arg("groups"), py::arg("num_groups"), py::arg("program"),
       py::arg("plateau"), py::arg("global_step"), py::arg("metric"), py::arg("next_lr"),
       "Enqueue the plateau report kernel (same contract as the CPU version).");
+
+  m.def(
+      "write_column",
+      [](int device, std::uintptr_t stream, std::uintptr_t column, int64_t stride, std::vector<int64_t> values) {
+        check(fusedlr::cuda::write_column(device, as_ptr<void>(stream), as_ptr<int64_t>(column), stride,
+                                          values.data(), (int64_t)values.size()),
+              "fusedlr CUDA table write");
+      },
+      py::arg("device"), py::arg("stream"), py::arg("column"), py::arg("stride"), py::arg("values"),
+      "Enqueue kernels writing int64 `values` down a table column (capturable in a CUDA graph).");
 }

@@ -24,6 +24,12 @@ std::string schedule_values(int device, void* stream, const double* prog,
 // block of `chunk_size` elements.
 std::string update(int device, void* stream, const StepArgs& a, const int64_t* chunks,
                    int64_t num_chunks, int64_t chunk_size);
+// Writes values[0..count) to column[0], column[stride], ... with kernels whose
+// arguments carry the values, so a CUDA graph capture records them (a copy
+// from host memory would not be capturable).
+std::string write_column(int device, void* stream, int64_t* column, int64_t stride, const int64_t* values,
+                         int64_t count);
+
 // One ReduceLROnPlateau step on the device plateau buffer, then the groups'
 // next lrs (one thread; a.plateau is the buffer, written).
 std::string plateau_report(int device, void* stream, const StepArgs& a, const double* metric,

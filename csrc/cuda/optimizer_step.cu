@@ -77,6 +77,14 @@ __global__ void plateau_report_kernel(StepArgs a, const double* metric, double* 
     report_plateau(a, const_cast<double*>(a.plateau), *metric, next_lr);
 }
 
+// Values per write_column launch: 2 KB of kernel parameters, within the 4 KB limit.
+constexpr int kColumnBatch = 256;
+struct ColumnBatch { int64_t values[kColumnBatch]; };
+
+__global__ void write_column_kernel(int64_t* column, int64_t stride, int64_t count, ColumnBatch batch) {
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) column[i * stride] = batch.values[i];
+}
+
 std::string error_text(cudaError_t err) {
   return err == cudaSuccess ? std::string() : std::string(cudaGetErrorString(err));
 }
@@ -128,6 +136,20 @@ std::string plateau_report(int device, void* stream, const StepArgs& a, const do
   cudaError_t err = cudaSetDevice(device);
   if (err != cudaSuccess) return error_text(err);
   plateau_report_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(a, metric, next_lr);
+  return error_text(cudaGetLastError());
+}
+
+std::string write_column(int device, void* stream, int64_t* column, int64_t stride, const int64_t* values,
+                         int64_t count) {
+  cudaError_t err = cudaSetDevice(device);
+  if (err != cudaSuccess) return error_text(err);
+  for (int64_t first = 0; first < count; first += kColumnBatch) {
+    ColumnBatch batch;
+    const int64_t n = count - first < kColumnBatch ? count - first : kColumnBatch;
+    for (int64_t i = 0; i < n; ++i) batch.values[i] = values[first + i];
+    write_column_kernel<<<1, kColumnBatch, 0, static_cast<cudaStream_t>(stream)>>>(column + first * stride, stride,
+                                                                                 n, batch);
+  }
   return error_text(cudaGetLastError());
 }
 

@@ -145,6 +145,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             self._check_uploaded()
             compiled_step.traced_step(self, self._backend_of, grad_scale, found_inf, _on)
             return loss
+        if self._capturing():
+            self._check_uploaded()
         self._refresh_tables()
         work = self._plan.work_for(self.param_groups, self.state, self.state_names, self.flags)
         for device, ds in self._devices.items():
@@ -160,11 +162,15 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _backend_of(self, device: torch.device) -> str:
         return self._forced_backend or default_backend(device)
 
+    def _capturing(self) -> bool:
+        return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
     def _check_uploaded(self) -> None:
-        """Under torch.compile the tables cannot be re-packed inside the graph."""
+        """Inside torch.compile or a CUDA graph capture the tables cannot be re-packed."""
         if any(ds.is_stale(self.param_groups, self.kind) for ds in self._devices.values()):
             raise RuntimeError("param_groups were edited since the device tables were written; call "
-                               "opt.upload_hyperparameters() outside the compiled function first")
+                               "opt.upload_hyperparameters() before capturing a CUDA graph or outside the "
+                               "compiled function")
 
     def _refresh_tables(self) -> None:
         """Re-check and re-upload group hyperparameters edited since the last step."""
@@ -220,7 +226,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         (ideally on the params' device; a Python number costs a host-to-device
         copy and is frozen by graph capture). The reduced lr applies from the
         next step and shows in ``current_lr``."""
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or self._capturing():
             self._check_uploaded()
         else:
             self._refresh_tables()

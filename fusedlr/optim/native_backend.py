@@ -45,17 +45,35 @@ def build_tables(bucket: Bucket) -> NativeTables:
     return NativeTables(table, chunks, num_chunks, [e.grad.data_ptr() for e in bucket.entries])
 
 
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def _tables(bucket: Bucket) -> NativeTables:
     """The bucket's tables, built once and kept with it; a grad that moved since
-    the last step only rewrites the grad column."""
+    the last step only rewrites the grad column. Under CUDA graph capture (where
+    grads are usually allocated anew by the captured backward) that rewrite is
+    done by captured kernels, so every replay writes the capture's grad addresses."""
     if bucket.native is None:
+        if _capturing(bucket.device):
+            raise RuntimeError("fusedlr: the first step of these params is being captured in a CUDA graph; take "
+                               "at least one eager step (the usual warm-up before capture) so the device tables "
+                               "exist before capture")
         bucket.native = build_tables(bucket)
         return bucket.native
     tables = bucket.native
     grad_ptrs = [e.grad.data_ptr() for e in bucket.entries]
     if tables.grad_ptrs != grad_ptrs:
-        column = _native.format_constants().TENSOR_FIELDS["grad"]
-        tables.table[:, column].copy_(torch.tensor(grad_ptrs, dtype=torch.int64))
+        constants = _native.format_constants()
+        column = constants.TENSOR_FIELDS["grad"]
+        if _capturing(bucket.device):
+            device = bucket.device.index
+            _native.cuda_module.write_column(device, torch.cuda.current_stream(bucket.device).cuda_stream,
+                                             tables.table.data_ptr() + column * tables.table.element_size(),
+                                             constants.NUM_TENSOR_FIELDS, grad_ptrs)
+            grad_ptrs = None  # replays rewrite the column: the next eager step must write it again
+        else:
+            tables.table[:, column].copy_(torch.tensor(grad_ptrs, dtype=torch.int64))
         tables.grad_ptrs = grad_ptrs
     return tables
 
