@@ -1,7 +1,6 @@
 """Whole training steps captured in CUDA graphs: forward, backward,
 opt.step() (or scaler.step(opt)) with its schedules, and opt.report(metric),
 replayed N times, against N eager steps of an identical twin. CUDA only."""
-
 import pytest
 import torch
 

@@ -213,7 +213,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                                "be captured again")
 
     def _table_addresses(self) -> list:
-        return [tuple(t.data_ptr() if t is not None else 0 for t in (ds.groups, ds.program, ds.base_lrs, ds.next_lr))
+        return [tuple(t.data_ptr() if t is not None else 0 for t in (ds.groups, ds.program, ds.base_lrs, ds.next_lr, ds.plateau))
                 for ds in self._devices.values()]
 
     # ---- reduce on plateau ----------------------------------------------------
