@@ -8,8 +8,8 @@ calls the same native kernels without a graph break; ``fusedlr::plateau_report``
 does the same for ``opt.report``. The reference backend is plain torch ops and
 is traced as it is.
 """
-from __future__ import annotations
-
+# (no `from __future__ import annotations`: older torch.library reads the op
+# schemas from real annotation objects)
 from typing import Optional
 
 import torch
