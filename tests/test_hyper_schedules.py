@@ -41,8 +41,9 @@ TORCH_OPTIMIZERS = {
 }
 
 
-def _lockstep(torch_opt, fused_opt, tp, fp, base, steps, before_step=None):
-    """Steps both optimizers on the same grads; before_step(t) runs first (host edits)."""
+def _lockstep(torch_opt, fused_opt, tp, fp, base, steps, before_step=None, scheduler=None):
+    """Steps both optimizers on the same grads (and the torch scheduler after
+    torch's step); before_step(t) runs first (host edits, recording)."""
     for step in range(steps):
         if before_step is not None:
             before_step(step)
@@ -50,6 +51,8 @@ def _lockstep(torch_opt, fused_opt, tp, fp, base, steps, before_step=None):
         set_grads(tp, grads)
         set_grads(fp, grads)
         torch_opt.step()
+        if scheduler is not None:
+            scheduler.step()
         fused_opt.step()
 
 
@@ -70,14 +73,7 @@ def test_cycled_momentum_matches_torch(kind, name, backend):
     def record(step):
         momenta.append(_torch_momentum(torch_opt.param_groups[0], kind))
 
-    for step in range(STEPS):
-        record(step)
-        grads = grads_for_step(base, step)
-        set_grads(tp, grads)
-        set_grads(fp, grads)
-        torch_opt.step()
-        sched.step()
-        fused_opt.step()
+    _lockstep(torch_opt, fused_opt, tp, fp, base, STEPS, record, sched)
     assert max_relative_error(tp, fp) < 1e-5
     # and the momentum values themselves, in double
     momentum_schedule = fused_opt.param_groups[0][key]
@@ -144,14 +140,10 @@ def test_weight_decay_proportional_to_lr(backend):
     schedule = S.from_torch(sched)
     fused_opt = fusedlr.AdamW(fp, lr=0.01, weight_decay=0.1, schedule=schedule, weight_decay_schedule=schedule,
                               backend=backend)
-    for step in range(STEPS):
+    def decay_with_lr(step):
         torch_opt.param_groups[0]["weight_decay"] = 0.1 * torch_opt.param_groups[0]["lr"] / 0.01
-        grads = grads_for_step(base, step)
-        set_grads(tp, grads)
-        set_grads(fp, grads)
-        torch_opt.step()
-        sched.step()
-        fused_opt.step()
+
+    _lockstep(torch_opt, fused_opt, tp, fp, base, STEPS, decay_with_lr, sched)
     assert max_relative_error(tp, fp) < 1e-5
 
 

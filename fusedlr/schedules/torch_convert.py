@@ -111,8 +111,9 @@ def _cyclic(scheduler, targets_and_starts=None) -> Schedule:
     return _per_group_or_one(schedules)
 
 
-def _one_cycles(scheduler, groups) -> list[OneCycle]:
-    """One OneCycle per group with torch's phase ends (values still to fill)."""
+def _one_cycle(scheduler, groups, value: str = "lr") -> Schedule:
+    """OneCycleLR's cycle of each group's ``value`` ("lr" or "momentum"), with
+    torch's own phase ends and phase values."""
     anneal = getattr(scheduler, "_anneal_func_type", None)
     if anneal is None:  # older torch stored the function itself
         anneal = "cos" if "cos" in scheduler.anneal_func.__name__ else "linear"
@@ -122,15 +123,8 @@ def _one_cycles(scheduler, groups) -> list[OneCycle]:
         cycle = OneCycle(group["max_lr"], scheduler.total_steps, anneal_strategy=anneal,
                          three_phase=len(phases) == 3)
         cycle.phase_ends = [float(p["end_step"]) for p in phases]
+        cycle.phase_lrs = [group[phases[0][f"start_{value}"]]] + [group[p[f"end_{value}"]] for p in phases]
         cycles.append(cycle)
-    return cycles
-
-
-def _one_cycle(scheduler, groups) -> Schedule:
-    phases = scheduler._schedule_phases
-    cycles = _one_cycles(scheduler, groups)
-    for cycle, group in zip(cycles, groups):
-        cycle.phase_lrs = [group[phases[0]["start_lr"]]] + [group[p["end_lr"]] for p in phases]
     return _per_group_or_one(cycles)
 
 
@@ -142,11 +136,7 @@ def _momentum(scheduler) -> Schedule:
     if isinstance(scheduler, tls.CyclicLR):
         # torch: max_momentum - (max_momentum - base_momentum) * scale, the lr's cycle mirrored
         return _cyclic(scheduler, [(g["base_momentum"], g["max_momentum"]) for g in groups])
-    phases = scheduler._schedule_phases
-    cycles = _one_cycles(scheduler, groups)
-    for cycle, group in zip(cycles, groups):
-        cycle.phase_lrs = [group[phases[0]["start_momentum"]]] + [group[p["end_momentum"]] for p in phases]
-    return _per_group_or_one(cycles)
+    return _one_cycle(scheduler, groups, "momentum")
 
 
 def _plateau(scheduler) -> Plateau:
