@@ -5,9 +5,9 @@
 #include <cstdint>
 
 #include "cpu/optimizer_step.h"
-#include "fusedlr/step_common.h"
 #include "cpu/schedule_values.h"
 #include "format_constants.h"
+#include "fusedlr/step_common.h"
 #include "step_args_binding.h"
 
 namespace py = pybind11;
