@@ -141,13 +141,10 @@ class FusedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
+        self._ready_tables()
         if torch.compiler.is_compiling():
-            self._check_uploaded()
             compiled_step.traced_step(self, self._backend_of, grad_scale, found_inf, _on)
             return loss
-        if self._capturing():
-            self._check_uploaded()
-        self._refresh_tables()
         work = self._plan.work_for(self.param_groups, self.state, self.state_names, self.flags)
         for device, ds in self._devices.items():
             scale = _on(grad_scale, device)
@@ -165,9 +162,12 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _capturing(self) -> bool:
         return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
-    def _check_uploaded(self) -> None:
-        """Inside torch.compile or a CUDA graph capture the tables cannot be re-packed."""
-        if any(ds.is_stale(self.param_groups, self.kind) for ds in self._devices.values()):
+    def _ready_tables(self) -> None:
+        """Upload param_group edits; inside torch.compile or a CUDA graph capture,
+        where the tables cannot be re-packed, refuse edits not uploaded before."""
+        if not (torch.compiler.is_compiling() or self._capturing()):
+            self._refresh_tables()
+        elif any(ds.is_stale(self.param_groups, self.kind) for ds in self._devices.values()):
             raise RuntimeError("param_groups were edited since the device tables were written; call "
                                "opt.upload_hyperparameters() before capturing a CUDA graph or outside the "
                                "compiled function")
@@ -213,7 +213,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                                "be captured again")
 
     def _table_addresses(self) -> list:
-        return [tuple(t.data_ptr() if t is not None else 0 for t in (ds.groups, ds.program, ds.base_lrs, ds.next_lr, ds.plateau))
+        return [tuple(t.data_ptr() if t is not None else 0
+                      for t in (ds.groups, ds.program, ds.base_lrs, ds.next_lr, ds.plateau))
                 for ds in self._devices.values()]
 
     # ---- reduce on plateau ----------------------------------------------------
@@ -226,10 +227,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         (ideally on the params' device; a Python number costs a host-to-device
         copy and is frozen by graph capture). The reduced lr applies from the
         next step and shows in ``current_lr``."""
-        if torch.compiler.is_compiling() or self._capturing():
-            self._check_uploaded()
-        else:
-            self._refresh_tables()
+        self._ready_tables()
         if isinstance(metric, torch.Tensor):
             if metric.numel() != 1:
                 raise ValueError(f"metric must hold one value, got a tensor of shape {tuple(metric.shape)}")
