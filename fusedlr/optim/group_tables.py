@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from .. import _native
-from . import plateau_buffer
 from ..schedules import Schedule
 from ..schedules.reference import PlateauView, evaluate
+from . import plateau_buffer
 
 
 def hyper_key(group: dict, kind: str) -> tuple:
