@@ -35,7 +35,11 @@ def layer_decay_param_groups(named_parameters: Iterable[tuple[str, torch.nn.Para
     num_layers = check.integer("num_layers", num_layers, 1)
     layer_of = layer_of or default_layer_of
     by_layer: dict[int, list] = {}
-    for name, param in named_parameters:
+    for item in named_parameters:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+            raise TypeError("named_parameters must yield (name, param) pairs, e.g. model.named_parameters(); "
+                            f"got {type(item).__name__}")
+        name, param = item
         if not param.requires_grad:
             continue
         layer = layer_of(name, num_layers)

@@ -13,7 +13,10 @@ from typing import Sequence
 def real(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite, got {value} (too large for a float)") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value
@@ -41,11 +44,18 @@ def nonnegative(name: str, value) -> float:
     return in_range(name, value, 0, None)
 
 
-def integer(name: str, value, minimum: int) -> int:
+#: step counts are int64 on the device
+MAX_STEPS = 2 ** 63 - 1
+
+
+def integer(name: str, value, minimum: int, maximum: int = MAX_STEPS) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    if value > maximum:
+        bound = "2**63 - 1" if maximum == MAX_STEPS else maximum
+        raise ValueError(f"{name} must be an int <= {bound}, got {value}")
     return int(value)
 
 

@@ -8,20 +8,61 @@ Python tree with torch ops (``reference.py``), independently of the C++.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+import numbers
+from typing import Iterator, Sequence
 
 import torch
 
 from .. import _native
 
+#: deepest nesting of composite schedules (Sequential, Chain, PerGroup) accepted
+MAX_TREE_DEPTH = 64
 
-class Schedule:
+
+class _FrozenAfterInit(type):
+    """Freezes a schedule once its outermost constructor has returned."""
+
+    def __call__(cls, *args, **kwargs):
+        schedule = super().__call__(*args, **kwargs)
+        object.__setattr__(schedule, "_frozen", True)
+        return schedule
+
+
+class Schedule(metaclass=_FrozenAfterInit):
     """Base class of every schedule.
 
     ``lr(step) = schedule(step, base_lr)``: steps count optimizer updates from 0,
     so the value at step ``t`` is what a torch scheduler gives after ``t`` calls
     of ``scheduler.step()``.
+
+    Schedules are immutable once built (optimizers keep their packed programs,
+    so an edited field would silently not apply): build a new one instead.
     """
+
+    _frozen = False
+
+    def __setattr__(self, name: str, value) -> None:
+        if self._frozen and not name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__} schedules are immutable: build a new one instead of "
+                                 f"setting {name!r}")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if self._frozen and not name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__} schedules are immutable: cannot delete {name!r}")
+        object.__delattr__(self, name)
+
+    def _evolve(self, **fields) -> "Schedule":
+        """A copy with ``fields`` replaced (no validation: for converters that
+        set torch's own stored values)."""
+        clone = copy.copy(self)
+        object.__setattr__(clone, "_packed", None)
+        for name, value in fields.items():
+            if not hasattr(self, name):
+                raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+            object.__setattr__(clone, name, value)
+        return clone
 
     #: name of the node kind in the native format (leaves and composites alike)
     kind: str = ""
@@ -42,10 +83,15 @@ class Schedule:
             raise ValueError(f"children of {type(self).__name__} disagree on the number of param groups: {sorted(counts)}")
         return counts.pop() if counts else None
 
-    def check_base_lrs(self, base_lrs: Sequence[float]) -> None:
-        """Raise ValueError if the schedule makes no sense for these base LRs."""
+    def check_base_lrs(self, base_lrs: Sequence[float], groups: Sequence[int] | None = None) -> None:
+        """Raise ValueError if the schedule makes no sense for these base LRs
+        (``groups``: the param group index of each, for the message)."""
         for child in self.children():
-            child.check_base_lrs(base_lrs)
+            child.check_base_lrs(base_lrs, groups)
+
+    def tree_depth(self) -> int:
+        """1 for a leaf, 1 + the deepest child for a composite."""
+        return 1 + max((c.tree_depth() for c in self.children()), default=0)
 
     def _chain_depth(self) -> int:
         inner = max((c._chain_depth() for c in self.children()), default=0)
@@ -124,17 +170,26 @@ class Schedule:
         return f"{type(self).__name__}({params})"
 
 
+def labelled(base_lrs: Sequence[float], groups: Sequence[int] | None) -> Iterator[tuple[int, float]]:
+    """(param group index, base lr) pairs for check_base_lrs messages."""
+    return zip(range(len(base_lrs)) if groups is None else groups, base_lrs)
+
+
 def _as_steps(steps) -> torch.Tensor:
     if isinstance(steps, torch.Tensor):
         if steps.dtype.is_floating_point or steps.dtype.is_complex or steps.dtype == torch.bool:
             raise TypeError(f"steps must hold integers, got dtype {steps.dtype}")
         steps = steps.reshape(-1).to(torch.int64)
+    elif isinstance(steps, range):
+        steps = torch.arange(steps.start, steps.stop, steps.step, dtype=torch.int64)
     else:
-        try:
-            steps = torch.as_tensor(list(steps) if not isinstance(steps, range) else steps, dtype=torch.int64)
-        except (TypeError, RuntimeError) as exc:
-            raise TypeError(f"steps must be a sequence of ints or an integer tensor: {exc}") from None
-        steps = steps.reshape(-1)
+        steps = list(steps)
+        for i, step in enumerate(steps):  # refuse 1.5 (an int64 tensor would truncate it)
+            if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+                raise TypeError(f"steps[{i}] must be an int, got {step!r}")
+            if not 0 <= step < 2 ** 63:
+                raise ValueError(f"steps must be >= 0 and < 2**63, got steps[{i}] = {step}")
+        steps = torch.tensor(steps, dtype=torch.int64).reshape(-1)
     if steps.numel() and bool((steps < 0).any()):
         raise ValueError("steps must be >= 0")
     return steps.contiguous()

@@ -5,22 +5,26 @@ from __future__ import annotations
 from typing import Sequence
 
 from . import _checks as check
-from .base import Schedule
+from .base import MAX_TREE_DEPTH, Schedule, labelled
 from .families import Anneal, Constant, Cosine
 
 
-def _schedules(name: str, schedules) -> list[Schedule]:
-    schedules = list(schedules)
+def _schedules(name: str, schedules) -> tuple[Schedule, ...]:
+    schedules = tuple(schedules)
     if not schedules:
         raise ValueError(f"{name} must hold at least one schedule")
     for i, s in enumerate(schedules):
         if not isinstance(s, Schedule):
             raise TypeError(f"{name}[{i}] must be a fusedlr schedule, got {type(s).__name__}")
+    depth = 1 + max(s.tree_depth() for s in schedules)
+    if depth > MAX_TREE_DEPTH:
+        raise ValueError(f"schedules nest {depth} composites deep; at most {MAX_TREE_DEPTH} are supported "
+                         "(join the phases in one Sequential instead of nesting them)")
     return schedules
 
 
 class _Composite(Schedule):
-    schedules: list[Schedule]
+    schedules: tuple[Schedule, ...]
 
     def children(self):
         return tuple(self.schedules)
@@ -52,7 +56,7 @@ class Sequential(_Composite):
             )
         for i, m in enumerate(milestones):
             check.integer(f"milestones[{i}]", m, 0)
-        self.milestones = [int(m) for m in check.increasing("milestones", milestones)] if milestones else []
+        self.milestones = tuple(int(m) for m in check.increasing("milestones", milestones)) if milestones else ()
 
     def _extra_fields(self):
         return [float(m) for m in self.milestones]
@@ -83,12 +87,9 @@ class PerGroup(_Composite):
     def num_groups(self):
         return len(self.schedules)
 
-    def check_base_lrs(self, base_lrs):
-        for g, (s, b) in enumerate(zip(self.schedules, base_lrs)):
-            try:
-                s.check_base_lrs([b])
-            except ValueError as exc:
-                raise ValueError(f"param group {g}: {exc}") from None
+    def check_base_lrs(self, base_lrs, groups=None):
+        for (g, b), s in zip(labelled(base_lrs, groups), self.schedules):
+            s.check_base_lrs([b], [g])
 
 
 def group_multipliers(factors: Sequence[float]) -> PerGroup:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from . import _checks as check
-from .base import Schedule
+from .base import Schedule, labelled
 
 _INF = float("inf")
 
@@ -90,13 +90,13 @@ class Piecewise(Schedule):
     kind = "PIECEWISE"
 
     def __init__(self, boundaries: Sequence[int], factors: Sequence[float]):
-        self.boundaries = check.increasing("boundaries", boundaries)
+        self.boundaries = tuple(check.increasing("boundaries", boundaries))
         factors = list(factors)
         if len(factors) != len(self.boundaries) + 1:
             raise ValueError(
                 f"factors must have len(boundaries) + 1 = {len(self.boundaries) + 1} entries, got {len(factors)}"
             )
-        self.factors = [check.nonnegative(f"factors[{i}]", f) for i, f in enumerate(factors)]
+        self.factors = tuple(check.nonnegative(f"factors[{i}]", f) for i, f in enumerate(factors))
 
     @classmethod
     def from_scales(cls, boundaries_and_scales: Mapping[int, float]) -> "Piecewise":
@@ -134,7 +134,7 @@ class MultiStep(Piecewise):
         for c in counts:
             factors.append(factors[-1] * self.gamma ** c)
         super().__init__(bounds, factors)
-        self.milestones = milestones
+        self.milestones = tuple(milestones)
 
 
 class Exponential(Schedule):
@@ -179,8 +179,8 @@ class Polynomial(Schedule):
         self.end_lr = check.nonnegative("end_lr", end_lr)
         self.cycle = bool(cycle)
 
-    def check_base_lrs(self, base_lrs):
-        for i, b in enumerate(base_lrs):
+    def check_base_lrs(self, base_lrs, groups=None):
+        for i, b in labelled(base_lrs, groups):
             if self.end_lr > b:
                 raise ValueError(f"end_lr ({self.end_lr}) must be <= the base lr of group {i} ({b})")
 
@@ -209,8 +209,8 @@ class Cosine(Schedule):
         self.num_cycles = check.positive("num_cycles", num_cycles)
         self.periodic = bool(periodic)
 
-    def check_base_lrs(self, base_lrs):
-        for i, b in enumerate(base_lrs):
+    def check_base_lrs(self, base_lrs, groups=None):
+        for i, b in labelled(base_lrs, groups):
             floor = self.eta_min + self.alpha * b
             if floor > b:
                 raise ValueError(f"eta_min + alpha * lr ({floor}) must be <= the base lr of group {i} ({b}); "
@@ -300,9 +300,9 @@ class OneCycle(Schedule):
         # Phase ends exactly as torch computes them.
         T = self.total_steps
         if self.three_phase:
-            self.phase_ends = [float(pct_start * T) - 1, float(2 * pct_start * T) - 2, T - 1]
+            self.phase_ends = (float(pct_start * T) - 1, float(2 * pct_start * T) - 2, float(T - 1))
         else:
-            self.phase_ends = [float(pct_start * T) - 1, T - 1]
+            self.phase_ends = (float(pct_start * T) - 1, float(T - 1))
         previous = 0.0
         for end in self.phase_ends:
             if not end > previous:
@@ -313,11 +313,11 @@ class OneCycle(Schedule):
             previous = end
         initial = self.max_lr / self.div_factor
         final = initial / self.final_div_factor
-        self.phase_lrs = [initial, self.max_lr, initial, final] if self.three_phase else [initial, self.max_lr, final]
+        self.phase_lrs = (initial, self.max_lr, initial, final) if self.three_phase else (initial, self.max_lr, final)
 
     def fields(self):
-        ends = self.phase_ends + [0.0] * (3 - len(self.phase_ends))
-        lrs = self.phase_lrs + [0.0] * (4 - len(self.phase_lrs))
+        ends = list(self.phase_ends) + [0.0] * (3 - len(self.phase_ends))
+        lrs = list(self.phase_lrs) + [0.0] * (4 - len(self.phase_lrs))
         return [len(self.phase_ends), _code("ONE_CYCLE_ANNEAL", self.anneal_strategy), *ends, *lrs]
 
 
@@ -346,9 +346,12 @@ class Cyclic(Schedule):
         # As torch stores them, so the arithmetic matches exactly.
         self.total_size = self.step_size_up + self.step_size_down
         self.step_ratio = self.step_size_up / self.total_size
+        if not (0 < self.step_ratio and self.total_size < _INF):  # e.g. step_size_up=1e-320 underflows
+            raise ValueError(f"step_size_up ({self.step_size_up}) and step_size_down ({self.step_size_down}) "
+                             "must give a cycle of finite length whose rising part is a nonzero fraction of it")
 
-    def check_base_lrs(self, base_lrs):
-        for i, b in enumerate(base_lrs):
+    def check_base_lrs(self, base_lrs, groups=None):
+        for i, b in labelled(base_lrs, groups):
             if self.start is None and b > self.max_lr:
                 raise ValueError(f"max_lr ({self.max_lr}) must be >= the base lr of group {i} ({b})")
 
@@ -365,8 +368,7 @@ def one_cycle_momentum(total_steps: int, base_momentum: float = 0.85, max_moment
     cycle = OneCycle(check.positive("max_momentum", max_momentum), total_steps, pct_start, anneal_strategy,
                      three_phase=three_phase)
     base = check.nonnegative("base_momentum", base_momentum)
-    cycle.phase_lrs = [max_momentum, base, max_momentum] + ([max_momentum] if three_phase else [])
-    return cycle
+    return cycle._evolve(phase_lrs=(max_momentum, base, max_momentum) + ((max_momentum,) if three_phase else ()))
 
 
 def cyclic_momentum(base_momentum: float = 0.8, max_momentum: float = 0.9, step_size_up: float = 2000,
@@ -390,9 +392,9 @@ class RangeTest(Schedule):
         self.num_iter = check.integer("num_iter", num_iter, 1)
         self.mode = check.choice("mode", mode, ("exponential", "linear"))
 
-    def check_base_lrs(self, base_lrs):
+    def check_base_lrs(self, base_lrs, groups=None):
         if self.mode == "exponential":
-            for i, b in enumerate(base_lrs):
+            for i, b in labelled(base_lrs, groups):
                 if b <= 0:
                     raise ValueError(f"an exponential range test needs a base lr > 0 (group {i} has {b})")
 

@@ -37,18 +37,18 @@ class Plateau(Schedule):
         if isinstance(min_lr, (list, tuple)):
             if not min_lr:
                 raise ValueError("min_lr must hold at least one value")
-            self.min_lr = [check.nonnegative(f"min_lr[{i}]", v) for i, v in enumerate(min_lr)]
+            self.min_lr = tuple(check.nonnegative(f"min_lr[{i}]", v) for i, v in enumerate(min_lr))
         else:
             self.min_lr = check.nonnegative("min_lr", min_lr)
         self.eps = check.nonnegative("eps", eps)
 
     @property
     def num_groups(self) -> int | None:
-        return len(self.min_lr) if isinstance(self.min_lr, list) and len(self.min_lr) > 1 else None
+        return len(self.min_lr) if isinstance(self.min_lr, tuple) and len(self.min_lr) > 1 else None
 
     def min_lrs(self, num_groups: int) -> list[float]:
-        if isinstance(self.min_lr, list):
-            return self.min_lr if len(self.min_lr) == num_groups else [self.min_lr[0]] * num_groups
+        if isinstance(self.min_lr, tuple):
+            return list(self.min_lr) if len(self.min_lr) == num_groups else [self.min_lr[0]] * num_groups
         return [self.min_lr] * num_groups
 
     def fields(self) -> list[float]:

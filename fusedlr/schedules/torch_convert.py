@@ -16,6 +16,13 @@ _MULTIPLICATIVE = (tls.StepLR, tls.MultiStepLR, tls.ConstantLR, tls.LinearLR, tl
                    tls.PolynomialLR, tls.CosineAnnealingLR, tls.ChainedScheduler)
 
 
+_CONVERTIBLE = (tls.StepLR, tls.MultiStepLR, tls.ConstantLR, tls.LinearLR, tls.ExponentialLR, tls.PolynomialLR,
+                tls.CosineAnnealingLR, tls.CosineAnnealingWarmRestarts, tls.CyclicLR, tls.OneCycleLR, tls.SequentialLR,
+                tls.ChainedScheduler, tls.LambdaLR, tls.MultiplicativeLR, tls.ReduceLROnPlateau)
+# what a subclass must leave alone for the conversion of its torch class to hold
+_LR_METHODS = ("get_lr", "_get_closed_form_lr", "step", "_reduce_lr", "_is_better", "scale_fn")
+
+
 def from_torch(scheduler, hyperparameter: str = "lr") -> Schedule:
     """The fusedlr schedule equal to ``scheduler`` from step 0.
 
@@ -24,12 +31,19 @@ def from_torch(scheduler, hyperparameter: str = "lr") -> Schedule:
     PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR,
     OneCycleLR, SequentialLR, ChainedScheduler, ReduceLROnPlateau (as a
     ``Plateau`` with a fresh state: report metrics with ``opt.report``).
-    Anything else raises TypeError.
+    Anything else raises TypeError, as does a subclass that overrides how
+    its torch class computes the lr.
+
+    OneCycleLR and CyclicLR give absolute values (torch overwrites the
+    group's lr with them), so the lr given to the fusedlr optimizer does not
+    change them; the others scale the fusedlr group's lr as torch scales its
+    ``initial_lr``.
 
     ``hyperparameter="momentum"``: the momentum (SGD) / beta1 (Adam) cycle of a
     OneCycleLR or CyclicLR built with ``cycle_momentum=True``, for
     ``momentum_schedule=`` / ``beta1_schedule=`` (absolute values).
     """
+    _check_not_overridden(scheduler)
     if hyperparameter == "momentum":
         return _momentum(scheduler)
     if hyperparameter != "lr":
@@ -85,6 +99,19 @@ def from_torch(scheduler, hyperparameter: str = "lr") -> Schedule:
     raise TypeError(f"cannot convert {type(scheduler).__name__}: not a supported torch.optim.lr_scheduler class")
 
 
+def _check_not_overridden(scheduler) -> None:
+    cls = type(scheduler)
+    base = next((c for c in cls.__mro__ if c in _CONVERTIBLE), None)
+    if base is None or base is cls:
+        return
+    changed = [name for name in _LR_METHODS
+               if hasattr(base, name) and getattr(cls, name) is not getattr(base, name)]
+    if changed:
+        raise TypeError(f"cannot convert {cls.__name__}: it overrides {', '.join(changed)} of torch's "
+                        f"{base.__name__}, so its lrs may differ from {base.__name__}'s; write the schedule "
+                        "with fusedlr.schedules instead")
+
+
 def torch_base_lrs(scheduler) -> list[float]:
     """The base lrs torch schedules from: each param group's ``initial_lr``."""
     return [float(group["initial_lr"]) for group in scheduler.optimizer.param_groups]
@@ -96,18 +123,18 @@ def _per_group_or_one(schedules: list[Schedule]) -> Schedule:
 
 
 def _cyclic(scheduler, targets_and_starts=None) -> Schedule:
-    """CyclicLR's lr cycle (to each group's max_lr), or the cycle from each
-    (target, start) pair given."""
+    """CyclicLR's lr cycle (from each group's base_lr to its max_lr: torch
+    overwrites the group lr with base_lr, so it is absolute here too), or the
+    cycle from each (target, start) pair given."""
     if getattr(scheduler, "_scale_fn_custom", None) is not None:
         raise TypeError("CyclicLR with a custom scale_fn runs Python code per step and cannot be converted")
     schedules = []
-    for target, start in targets_and_starts or [(max_lr, None) for max_lr in scheduler.max_lrs]:
-        cyc = Cyclic(target, step_size_up=scheduler.total_size * scheduler.step_ratio,
+    for target, start in targets_and_starts or zip(scheduler.max_lrs, scheduler.base_lrs):
+        cyc = Cyclic(float(target), step_size_up=scheduler.total_size * scheduler.step_ratio,
                      step_size_down=scheduler.total_size * (1 - scheduler.step_ratio),
-                     mode=scheduler.mode, gamma=scheduler.gamma, start=start)
+                     mode=scheduler.mode, gamma=scheduler.gamma, start=float(start))
         # Keep torch's own stored values so the arithmetic matches bit for bit.
-        cyc.total_size, cyc.step_ratio = scheduler.total_size, scheduler.step_ratio
-        schedules.append(cyc)
+        schedules.append(cyc._evolve(total_size=scheduler.total_size, step_ratio=scheduler.step_ratio))
     return _per_group_or_one(schedules)
 
 
@@ -122,9 +149,9 @@ def _one_cycle(scheduler, groups, value: str = "lr") -> Schedule:
     for group in groups:
         cycle = OneCycle(group["max_lr"], scheduler.total_steps, anneal_strategy=anneal,
                          three_phase=len(phases) == 3)
-        cycle.phase_ends = [float(p["end_step"]) for p in phases]
-        cycle.phase_lrs = [group[phases[0][f"start_{value}"]]] + [group[p[f"end_{value}"]] for p in phases]
-        cycles.append(cycle)
+        cycles.append(cycle._evolve(
+            phase_ends=tuple(float(p["end_step"]) for p in phases),
+            phase_lrs=(group[phases[0][f"start_{value}"]],) + tuple(group[p[f"end_{value}"]] for p in phases)))
     return _per_group_or_one(cycles)
 
 
