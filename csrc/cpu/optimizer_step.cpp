@@ -96,10 +96,12 @@ void update(const StepArgs& a, int num_threads) {
 void finish(const StepArgs& a, bool advance, double* next_lr, bool* applied) {
   if (advance) *applied = !step_is_skipped(a);
   if (step_is_skipped(a)) return;
-  for (int64_t t = 0; t < a.num_tensors; ++t)
-    ++*address_as<int64_t>(a.tensors[t * kTensorFields + kStepPtr]);
+  for (int64_t t = 0; t < a.num_tensors; ++t) {
+    int64_t* count = address_as<int64_t>(a.tensors[t * kTensorFields + kStepPtr]);
+    *count = count_one_more(*count);
+  }
   if (!advance) return;
-  const int64_t step = ++*a.global_step;
+  const int64_t step = *a.global_step = count_one_more(*a.global_step);
   for (int64_t g = 0; g < a.num_groups; ++g) next_lr[g] = group_lr(a, g, step);
 }
 

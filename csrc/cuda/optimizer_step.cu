@@ -66,9 +66,12 @@ __global__ void finish_kernel(StepArgs a, bool advance, double* next_lr, bool* a
   if (step_is_skipped(a)) return;
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < a.num_tensors;
        t += (int64_t)gridDim.x * blockDim.x)
-    ++*address_as<int64_t>(a.tensors[t * kTensorFields + kStepPtr]);
+  {
+    int64_t* count = address_as<int64_t>(a.tensors[t * kTensorFields + kStepPtr]);
+    *count = count_one_more(*count);
+  }
   if (!advance || blockIdx.x != 0 || threadIdx.x != 0) return;
-  const int64_t step = ++*a.global_step;
+  const int64_t step = *a.global_step = count_one_more(*a.global_step);
   for (int64_t g = 0; g < a.num_groups; ++g) next_lr[g] = group_lr(a, g, step);
 }
 

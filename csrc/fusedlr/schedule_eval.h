@@ -195,7 +195,7 @@ FUSEDLR_HD double evaluate_schedule(const double* prog, int64_t step, int64_t gr
   Frame pending[kMaxDepth];
   int depth = 0;
   int64_t node = 0;
-  double t = (double)step;
+  double t = step > 0 ? (double)step : 0.0;  // a negative count (written from the host) reads as 0
   double lr = base_lr;
   for (;;) {
     const double* n = prog + node;

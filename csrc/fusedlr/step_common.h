@@ -13,6 +13,9 @@ FUSEDLR_HD T* address_as(int64_t address) { return reinterpret_cast<T*>(address)
 
 FUSEDLR_HD bool step_is_skipped(const StepArgs& a) { return a.found_inf && *a.found_inf != 0.0f; }
 
+// count += 1, held at the int64 maximum instead of wrapping to negative.
+FUSEDLR_HD int64_t count_one_more(int64_t count) { return count < INT64_MAX ? count + 1 : count; }
+
 // A group hyperparameter at schedule step `step`: its schedule applied to its
 // base value, or the base value when it has none (offset -1).
 FUSEDLR_HD double scheduled_value(const StepArgs& a, const double* row, int field, int program_field,

@@ -42,7 +42,7 @@ FUSEDLR_UPD SgdScalars<M> sgd_scalars(const double* group, const GroupValues& va
   s.momentum = (M)values.momentum;
   s.dampening_complement = (M)(1.0 - group[kDampening]);
   s.has_momentum = values.momentum != 0.0;  // torch: `if momentum != 0` at every step
-  s.first_update = updates_before == 0;  // torch: momentum_buffer is None
+  s.first_update = updates_before <= 0;  // torch: momentum_buffer is None
   return s;
 }
 
@@ -72,7 +72,7 @@ template <typename M>
 FUSEDLR_UPD AdamWScalars<M> adamw_scalars(const double* group, const GroupValues& values, double factor,
                                           int64_t updates_before) {
   const double lr = values.lr, beta1 = values.momentum, beta2 = group[kDampening];
-  const double step = (double)(updates_before + 1);
+  const double step = (double)(updates_before > 0 ? updates_before : 0) + 1.0;  // a negative count reads as 0
   AdamWScalars<M> s;
   s.grad_factor = (M)factor;
   s.decay = (M)(1.0 - lr * values.weight_decay);

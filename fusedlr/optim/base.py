@@ -1,8 +1,9 @@
 """FusedOptimizer: the torch.optim.Optimizer subclass behind fusedlr.SGD and
 fusedlr.AdamW. It owns the per-device schedule step counters, allocates all
-state at construction, groups each step's work into (device, dtype, mode)
-buckets and hands them to a backend: the native CPU or CUDA kernels, or the
-pure-PyTorch reference."""
+state at construction (and lazily again, as torch does, after a reset),
+groups each step's work into (device, dtype, mode) buckets, checked every step
+against what the kernels were handed before, and hands them to a backend: the
+native CPU or CUDA kernels, or the pure-PyTorch reference."""
 from __future__ import annotations
 
 from typing import Callable
@@ -11,8 +12,8 @@ import torch
 
 from .. import _native
 from ..schedules import Constant, Schedule
-from . import compiled_step, native_backend, plateau_buffer, reference_backend
-from .buckets import check_param
+from . import checkpoint, compiled_step, native_backend, plateau_buffer, reference_backend
+from .buckets import check_param, describe
 from .device_state import DeviceState
 from .group_tables import HYPER_SCHEDULES
 from .step_plan import StepPlan
@@ -44,7 +45,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._devices: dict[torch.device, DeviceState] = {}
         self._plan = StepPlan()
         self._layout = None
+        self._constructing = True  # schedules may be written for groups not added yet
         super().__init__(params, defaults)
+        self._constructing = False
         self._refresh_tables()  # checks every schedule now, and a compiled step finds the tables ready
 
     # ---- groups and state ----------------------------------------------------
@@ -66,68 +69,135 @@ class FusedOptimizer(torch.optim.Optimizer):
         """(maximize, nesterov, amsgrad): the modes compiled into the kernel."""
         raise NotImplementedError
 
+    @property
+    def schedule_keys(self) -> tuple:
+        """The group keys that hold schedules."""
+        return ("schedule", *HYPER_SCHEDULES[self.kind].values())
+
+    @property
+    def state_keys(self) -> tuple:
+        """The state keys the kernels read: the state tensors and "step"."""
+        return tuple(name for name in self.state_names if name) + ("step",)
+
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         where = f"param_groups[{len(self.param_groups) - 1}]"
         try:
-            self._check_and_fill_schedule(group, where)
-            self.check_group(group)
+            self.check_group_fully(group, where)
             for i, p in enumerate(group["params"]):
-                check_param(p, f"{where}['params'][{i}]")
-                self._check_backend_fits(p, where)
+                self.check_new_param(p, f"{where}['params'][{i}]")
+            if not self._constructing:
+                self.check_schedules(self.param_groups)  # e.g. a schedule written for fewer groups
         except Exception:
             self.param_groups.pop()
             raise
         for p in group["params"]:
-            if p not in self.state or not self.state[p]:
+            if not self.state.get(p):
                 self.state[p] = self.init_state(p, group)
-            if p.device not in self._devices:
-                self._devices[p.device] = DeviceState(p.device, self._step_count_value())
+            self.device_state(p.device)
         for ds in self._devices.values():
             ds.key = None  # the group table must be rebuilt (at the next step or upload_hyperparameters())
+
+    def check_group_fully(self, group: dict, where: str) -> None:
+        """Fill a group's missing keys (from the defaults; a missing schedule is
+        none: a constant value), then check them all (normalising in place)."""
+        for key, value in self.defaults.items():
+            if key not in self.schedule_keys:
+                group.setdefault(key, value)
+        self._check_and_fill_schedule(group, where)
+        self.check_group(group)
 
     def _check_and_fill_schedule(self, group: dict, where: str) -> None:
         if group.get("schedule") is None:
             group["schedule"] = Constant()
-        for key in ("schedule", *HYPER_SCHEDULES[self.kind].values()):
+        for key in self.schedule_keys:
             group.setdefault(key, None)
             schedule = group[key]
             if schedule is not None and not isinstance(schedule, Schedule):
                 raise TypeError(f"{where}: {key} must be a fusedlr.schedules.Schedule (e.g. from_torch(...)) "
                                 f"or None, got {type(schedule).__name__}")
 
-    def _check_schedules(self) -> None:
+    def check_schedules(self, param_groups: list[dict]) -> None:
         """Every schedule fits the groups it drives (number of groups, base values)."""
         for key, base_of in (("schedule", lambda group: group["lr"]), *self._hyper_bases()):
             seen = []
-            for g, group in enumerate(self.param_groups):
+            for g, group in enumerate(param_groups):
                 schedule = group[key]
                 if schedule is None or any(s is schedule for s in seen):
                     continue
                 if schedule.num_groups is None:
-                    schedule.check_base_lrs([base_of(group)])
-                elif schedule.num_groups != len(self.param_groups):
+                    schedule.check_base_lrs([base_of(group)], [g])
+                elif schedule.num_groups != len(param_groups):
                     raise ValueError(
                         f"param_groups[{g}]: its {key} is written for {schedule.num_groups} param groups "
-                        f"but the optimizer has {len(self.param_groups)}")
+                        f"but the optimizer has {len(param_groups)}")
                 else:
-                    schedule.check_base_lrs([base_of(group) for group in self.param_groups])
+                    schedule.check_base_lrs([base_of(group) for group in param_groups])
                     seen.append(schedule)
 
     def _hyper_bases(self) -> list:
         """(group key of a hyperparameter schedule, the base value it scales)."""
         raise NotImplementedError
 
+    def check_new_param(self, p: torch.Tensor, where: str) -> None:
+        """Refuse a param no backend of this optimizer can update."""
+        check_param(p, where)
+        self._check_backend_fits(p, where)
+
+    def check_state(self, param: torch.Tensor, state: dict, where: str) -> None:
+        """Refuse state the kernels cannot use with ``param``: state tensors of
+        another shape, dtype or device (the param changed after its state was
+        made) or not contiguous, a step count that is not a count."""
+        if not isinstance(state, dict):
+            raise TypeError(f"{where}: its optimizer state must be a dict, got {type(state).__name__}")
+        for name in self.state_keys[:-1]:
+            t = state.get(name)
+            if t is None:
+                continue
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{where}: state[{name!r}] must be a tensor, got {type(t).__name__}")
+            if t.shape != param.shape or t.dtype != param.dtype or t.device != param.device:
+                raise RuntimeError(
+                    f"{where}: state[{name!r}] is {describe(t)} but the param is now {describe(param)}: the param "
+                    "changed after its optimizer state was made (e.g. Module.double()/.half()/.to() or p.data = ... "
+                    "after building the optimizer). Convert the model before building the optimizer, or drop this "
+                    "param's state (del opt.state[param]) to start it afresh")
+            if not t.is_contiguous():
+                raise RuntimeError(f"{where}: state[{name!r}] must be a contiguous tensor")
+        step = state.get("step")
+        if step is None or _is_step_tensor(step, param):
+            return
+        checkpoint._count(step, f"{where}: state['step']")  # a number or a tensor of another kind: read once
+
+    def ready_state(self, param: torch.Tensor, group: dict) -> dict:
+        """``param``'s state, checked by ``check_state``, made complete: created
+        if it has none (torch's lazy state), tensors the group needs added, the
+        step an int64 tensor on the param's device."""
+        state = self.state.get(param)
+        if not state:
+            state = self.state[param] = self.init_state(param, group)
+            return state
+        step = state.get("step")
+        if not _is_step_tensor(step, param):
+            count = 0 if step is None else checkpoint._count(step, "state['step']")
+            state["step"] = torch.full((), count, dtype=torch.int64, device=param.device)
+        self.complete_state(param, group, state)
+        return state
+
+    def device_state(self, device: torch.device) -> DeviceState:
+        """The device's counter and tables, made (with the current step count) when first seen."""
+        ds = self._devices.get(device)
+        if ds is None:
+            counters = [d for d in self._devices.values() if d.device.type != "meta"]
+            ds = self._devices[device] = DeviceState(device, counters[0].step if counters else None)
+        return ds
+
     def _check_backend_fits(self, p: torch.Tensor, where: str) -> None:
         forced = self._forced_backend
         if forced in ("cpu", "cuda") and p.device.type != forced:
             raise ValueError(f"{where}: backend={forced!r} cannot update a param on {p.device}; "
                              "use backend=None (automatic) or 'reference'")
-
-    def _step_count_value(self) -> int:
-        """Step count for a device seen for the first time (0, or the current count)."""
-        return 0 if not self._devices else int(next(iter(self._devices.values())).step)
 
     # ---- step -----------------------------------------------------------------
     @torch.no_grad()
@@ -145,7 +215,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         if torch.compiler.is_compiling():
             compiled_step.traced_step(self, self._backend_of, grad_scale, found_inf, _on)
             return loss
-        work = self._plan.work_for(self.param_groups, self.state, self.state_names, self.flags)
+        work = self._plan.work_for(self)
+        self._ready_tables()  # tables of a device a new param brought
         for device, ds in self._devices.items():
             scale = _on(grad_scale, device)
             inf = _on(found_inf, device)
@@ -163,14 +234,33 @@ class FusedOptimizer(torch.optim.Optimizer):
         return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
     def _ready_tables(self) -> None:
-        """Upload param_group edits; inside torch.compile or a CUDA graph capture,
-        where the tables cannot be re-packed, refuse edits not uploaded before."""
+        """Upload param_group edits and take up a counter written from the host;
+        inside torch.compile or a CUDA graph capture, where the tables cannot be
+        re-packed, refuse edits not uploaded before."""
         if not (torch.compiler.is_compiling() or self._capturing()):
+            self._take_up_counter_writes()
             self._refresh_tables()
         elif any(ds.is_stale(self.param_groups, self.kind) for ds in self._devices.values()):
             raise RuntimeError("param_groups were edited since the device tables were written; call "
                                "opt.upload_hyperparameters() before capturing a CUDA graph or outside the "
                                "compiled function")
+
+    def _take_up_counter_writes(self) -> None:
+        """After ``opt.step_count.fill_(n)`` (seen by its version counter, so no
+        sync otherwise): check n once, copy it to the other devices' counters
+        and recompute the next lrs."""
+        written = [ds for ds in self._devices.values() if ds.step_written_by_user()]
+        if not written:
+            return
+        count = int(written[0].step)
+        if count < 0:
+            raise ValueError(f"step_count must be >= 0, got {count} (written to opt.step_count); "
+                             "set it with opt.step_count.fill_(n) for some n >= 0")
+        for ds in self._devices.values():
+            if ds is not written[0]:
+                ds.step.copy_(written[0].step)
+            ds.note_own_write()
+            ds.key = None
 
     def _refresh_tables(self) -> None:
         """Re-check and re-upload group hyperparameters edited since the last step."""
@@ -178,12 +268,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         if not stale:
             return
         for g, group in enumerate(self.param_groups):
-            self._check_and_fill_schedule(group, f"param_groups[{g}]")
-            self.check_group(group)
-        self._check_schedules()
+            self.check_group_fully(group, f"param_groups[{g}]")
+        self.check_schedules(self.param_groups)
         for group in self.param_groups:  # e.g. momentum or amsgrad switched on
             for p in group["params"]:
-                self.complete_state(p, group, self.state[p])
+                if self.state.get(p):
+                    self.complete_state(p, group, self.state[p])
         # buckets (and the pointer tables a CUDA graph captured) follow the groups'
         # modes and state tensors; a changed value alone keeps them
         layout = ([self.flags(g) for g in self.param_groups], sum(len(st) for st in self.state.values()))
@@ -274,57 +364,67 @@ class FusedOptimizer(torch.optim.Optimizer):
         param, holding the lr the next step will use: log it without a host sync.
         Reflects param_group edits made since the last step."""
         ds = self._primary()
-        self._refresh_tables()
+        if not self._capturing():
+            self._take_up_counter_writes()
+            self._refresh_tables()
         return ds.next_lr
 
     # ---- checkpoints --------------------------------------------------------
     def state_dict(self) -> dict:
-        """torch's optimizer state_dict plus ``"fusedlr": {"step_count": tensor,
-        "plateau": tensor}`` (the plateau buffer: metric state and reductions)."""
-        sd = super().state_dict()
-        ds = self._primary()
-        sd["fusedlr"] = {"step_count": ds.step.clone(), "plateau": ds.plateau.clone()}
-        return sd
+        """torch's optimizer state_dict, with each group's schedules stored as
+        references into ``"fusedlr": {"schedules": [...]}`` (plain data, so it
+        loads with ``torch.load(weights_only=True)``), plus ``"optimizer"`` (the
+        kind), ``"step_count"`` and ``"plateau"`` (the plateau buffer: metric
+        state and reductions)."""
+        return checkpoint.export(self, super().state_dict())
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Load a fusedlr state_dict, or a torch.optim one of the same optimizer
         (its per-param ``step`` gives the step count; a group keeps its schedule
         unless the saved group has one; with a torch scheduler attached the
-        saved ``initial_lr`` becomes the base lr)."""
-        extra = state_dict.get("fusedlr", {})
-        kept = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
-        super().load_state_dict(state_dict)
-        for group, old in zip(self.param_groups, kept):
-            from_torch = "schedule" not in group
-            for key, value in old.items():
-                group.setdefault(key, value)
-            if from_torch and "initial_lr" in group:
-                group["lr"] = group["initial_lr"]
+        saved ``initial_lr`` becomes the base lr). Everything is checked first
+        (optimizer kind, state shapes, step counts, plateau buffer, schedules):
+        when it raises, nothing changed. Values are copied into the existing
+        state tensors, so a captured CUDA graph stays valid."""
+        checked = checkpoint.check(self, state_dict)
+        previous = {p: self.state.get(p) for group in self.param_groups for p in group["params"]}
+        super().load_state_dict(checked.torch_state_dict)
         for group in self.param_groups:
             for p in group["params"]:
-                self.state[p] = self.adopt_state(p, group, self.state.get(p, {}))
-        if "step_count" in extra:
-            count = int(extra["step_count"])
-        else:
-            count = max((int(st["step"]) for st in self.state.values() if "step" in st), default=0)
-        self._plan.invalidate()  # the state tensors were replaced
+                self.state[p] = self.adopt_state(p, group, self.state.get(p, {}), previous[p])
+        self._plan.invalidate()
         for ds in self._devices.values():
-            ds.step.fill_(count)
-            saved = extra.get("plateau")
-            if saved is not None and saved.shape == ds.plateau.shape:
-                ds.plateau.copy_(saved)  # the configuration part is rewritten from the schedule at the refresh
+            ds.step.fill_(checked.step_count)
+            ds.note_own_write()
+            if checked.plateau is not None:
+                ds.plateau.copy_(checked.plateau)  # the configuration part is rewritten from the schedule at the refresh
             ds.key = None
 
-    def adopt_state(self, param: torch.Tensor, group: dict, loaded: dict) -> dict:
-        """A loaded state (fusedlr's or torch's) in this optimizer's layout:
-        fresh state filled with what was loaded, step as int64 on the param's device."""
-        state = self.init_state(param, group)
-        for key, value in loaded.items():
-            if key == "step":
-                state["step"].fill_(int(value))
-            elif isinstance(value, torch.Tensor) and key in state:
-                state[key].copy_(value)
+    def adopt_state(self, param: torch.Tensor, group: dict, loaded: dict, previous: dict | None) -> dict:
+        """A loaded state (fusedlr's or torch's, checked) in this optimizer's
+        layout: ``previous`` (the state before the load) when it still fits the
+        param, else fresh, filled with what was loaded (zeros where nothing was)."""
+        state = previous if previous and self._fits(param, previous) else self.init_state(param, group)
+        self.complete_state(param, group, state)
+        for name in self.state_keys[:-1]:
+            if state.get(name) is not None:
+                value = loaded.get(name)
+                state[name].copy_(value) if isinstance(value, torch.Tensor) else state[name].zero_()
+        state["step"].fill_(checkpoint._count(loaded.get("step", 0), "state['step']"))
         return state
+
+    def _fits(self, param: torch.Tensor, state: dict) -> bool:
+        try:
+            self.check_state(param, state, "")
+        except (TypeError, ValueError, RuntimeError):
+            return False
+        return _is_step_tensor(state.get("step"), param)
+
+
+def _is_step_tensor(step, param: torch.Tensor) -> bool:
+    """An int64 one-element tensor on the param's device: what the kernels read."""
+    return (isinstance(step, torch.Tensor) and step.dtype == torch.int64 and step.numel() == 1
+            and step.device == param.device)
 
 
 def _on(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:

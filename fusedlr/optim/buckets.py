@@ -9,10 +9,19 @@ import torch
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+# unbound accessors: a few hundred ns less per tensor than attribute lookups on a Parameter
+_data_ptr = torch.Tensor.data_ptr
+_grad_of = torch._C.TensorBase.grad.__get__
+_strided = torch.strided
+
+
 @dataclass
 class Entry:
     """One parameter's tensors for this step. ``work`` is the param itself, or a
-    contiguous copy written back after the update when the param is not contiguous."""
+    contiguous copy written back after the update when the param is not contiguous.
+    It also remembers what the kernel tables were built from (the param's
+    storage and shape, its state dict and state tensors), so a kept entry can
+    tell when it no longer describes the param."""
     param: torch.Tensor
     work: torch.Tensor
     grad: torch.Tensor
@@ -20,16 +29,42 @@ class Entry:
     step: torch.Tensor
     group: int
     where: str  # "param_groups[g]['params'][i]", for errors
+    state: dict = None  # the param's state dict
+    watched: tuple = ()  # (key, tensor) of each state tensor the kernels read
 
-    def refresh(self) -> None:
-        """Ready a kept entry for a new step: re-read the param's current grad
-        (checked; contiguous as the kernels need) and the values of a
-        non-contiguous param into its contiguous stand-in."""
-        grad = self.param.grad
-        check_grad(self.param, grad, self.where)
-        self.grad = grad if grad.is_contiguous() else grad.contiguous()
-        if self.work is not self.param:
-            self.work.copy_(self.param)
+    def __post_init__(self):
+        p = self.param
+        self.shape, self.dtype, self.device_index, self.ptr = p.shape, p.dtype, p.get_device(), _data_ptr(p)
+        self.grad_ptr = _data_ptr(self.grad)
+
+    def reuse(self, state: dict) -> bool:
+        """Ready a kept entry for a new step, if it still describes the param:
+        same storage and shape, the same state dict holding the same state
+        tensors, and a grad of the shape, dtype and device it was built for (a
+        param converted or resized also gets such a grad from backward). Then
+        re-read the grad (contiguous, as the kernels need) and, for a
+        non-contiguous param, copy its values into the contiguous stand-in.
+        False: rebuild (which checks everything and raises the clear error when
+        something does not fit). State tensors are compared by identity only:
+        dereferencing each one every step would cost more host time than the
+        rest; the storage of a state tensor replaced in place (``.data = ...``,
+        ``set_``) is not followed."""
+        p = self.param
+        grad = _grad_of(p)
+        if (grad is None or _data_ptr(p) != self.ptr or p.shape != self.shape or state.get(p) is not self.state
+                or grad.dtype is not self.dtype or grad.shape != self.shape or grad.layout is not _strided
+                or grad.get_device() != self.device_index):
+            return False
+        st = self.state
+        for key, tensor in self.watched:
+            if st.get(key) is not tensor:
+                return False
+        if not grad.is_contiguous():
+            grad = grad.contiguous()
+        self.grad, self.grad_ptr = grad, _data_ptr(grad)
+        if self.work is not p:
+            self.work.copy_(p)
+        return True
 
 
 @dataclass
@@ -64,38 +99,54 @@ def check_param(param: torch.Tensor, where: str) -> None:
         raise TypeError(f"{where}: sparse params are not supported")
 
 
-def check_grad(param: torch.Tensor, grad: torch.Tensor, index: str) -> None:
-    """Refuse a gradient the update cannot use, before any state changes
-    (torch's grad setter already enforces shape and device; dtype only unless
-    the param's ``grad_dtype`` allows another)."""
+def check_grad(param: torch.Tensor, grad: torch.Tensor, where: str) -> None:
+    """Refuse a gradient the update cannot use, before any state changes.
+    Checked every step: ``p.grad.data = ...`` bypasses torch's grad setter."""
     if grad.is_sparse:
-        raise RuntimeError(f"{index}: sparse gradients are not supported by fusedlr optimizers")
+        raise RuntimeError(f"{where}: sparse gradients are not supported by fusedlr optimizers")
     if grad.dtype != param.dtype:
-        raise TypeError(f"{index}: gradient dtype {grad.dtype} differs from the param dtype {param.dtype}")
+        raise TypeError(f"{where}: gradient dtype {grad.dtype} differs from the param dtype {param.dtype}")
+    if grad.shape != param.shape or grad.device != param.device:
+        raise RuntimeError(f"{where}: the gradient is {describe(grad)} but the param is {describe(param)}; "
+                           "a gradient must match its param's shape and device")
 
 
-def collect(param_groups: list[dict], state: dict, state_names: tuple, flags_of) -> dict:
-    """{device: [Bucket]} for every param with a grad. Checks every grad first,
-    so a bad one raises before anything is touched. ``flags_of(group)`` gives
-    (maximize, nesterov, amsgrad); ``state_names`` the state keys of state0..2."""
+def describe(t: torch.Tensor) -> str:
+    """'a float32 (4, 3) tensor on cpu', for errors."""
+    return f"a {str(t.dtype).removeprefix('torch.')} {tuple(t.shape)} tensor on {t.device}"
+
+
+def collect(optimizer) -> dict:
+    """{device: [Bucket]} for every param of ``optimizer`` with a grad. Checks
+    every param, grad and state first, so a bad one raises before anything
+    changes; then creates the state of params that have none (after a reset of
+    ``opt.state`` or a param appended to a group, as torch does lazily)."""
+    param_groups, state = optimizer.param_groups, optimizer.state
+    updated = []
     for g, group in enumerate(param_groups):
         for i, p in enumerate(group["params"]):
-            if p.grad is not None:
-                check_grad(p, p.grad, f"param_groups[{g}]['params'][{i}]")
-    by_device: dict = {}
-    for g, group in enumerate(param_groups):
-        flags = flags_of(group)
-        for i, p in enumerate(group["params"]):
+            where = f"param_groups[{g}]['params'][{i}]"
+            optimizer.check_new_param(p, where)
             if p.grad is None:
                 continue
-            key = (p.dtype, *flags)
-            buckets = by_device.setdefault(p.device, {})
-            bucket = buckets.get(key)
-            if bucket is None:
-                bucket = buckets[key] = Bucket(p.device, p.dtype, *flags)
-            st = state[p]
-            work = p if p.is_contiguous() else p.contiguous()
-            states = tuple(st.get(name) if name else None for name in state_names)
-            where = f"param_groups[{g}]['params'][{i}]"
-            bucket.entries.append(Entry(p, work, p.grad.contiguous(), states, st["step"], g, where))
+            check_grad(p, p.grad, where)
+            if state.get(p):
+                optimizer.check_state(p, state[p], where)
+            updated.append((g, p, where))
+    by_device: dict = {}
+    for g, p, where in updated:
+        group = param_groups[g]
+        st = optimizer.ready_state(p, group)
+        optimizer.device_state(p.device)
+        flags = optimizer.flags(group)
+        buckets = by_device.setdefault(p.device, {})
+        key = (p.dtype, *flags)
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = Bucket(p.device, p.dtype, *flags)
+        work = p if p.is_contiguous() else p.contiguous()
+        grad = p.grad if p.grad.is_contiguous() else p.grad.contiguous()
+        states = tuple(st.get(name) if name else None for name in optimizer.state_names)
+        watched = tuple((key, st[key]) for key in optimizer.state_keys if st.get(key) is not None)
+        bucket.entries.append(Entry(p, work, grad, states, st["step"], g, where, st, watched))
     return {device: list(buckets.values()) for device, buckets in by_device.items()}

@@ -106,7 +106,7 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
     """The body of ``FusedOptimizer.step`` under torch.compile: buckets gathered
     without the eager caches, then one ``fusedlr::native_step`` per device (or the
     reference maths, traced)."""
-    work = collect(optimizer.param_groups, optimizer.state, optimizer.state_names, optimizer.flags)
+    work = collect(optimizer)
     for device, ds in optimizer._devices.items():
         buckets = work.get(device, [])
         scale, inf = on_device(grad_scale, device), on_device(found_inf, device)

@@ -12,15 +12,28 @@ from .group_tables import HYPER_SCHEDULES, group_lrs_at, hyper_key, pack_groups
 
 
 class DeviceState:
-    def __init__(self, device: torch.device, step: int = 0):
+    def __init__(self, device: torch.device, step: torch.Tensor | None = None):
+        """``step``: the optimizer's counter on another device, copied (0 if None)."""
         self.device = device
-        self.step = torch.full((), step, dtype=torch.int64, device=device)
+        self.step = torch.zeros((), dtype=torch.int64, device=device)
+        if step is not None:
+            self.step.copy_(step)
+        self.note_own_write()
         #: whether the last step was applied (False: skipped by GradScaler)
         self.applied = torch.ones((), dtype=torch.bool, device=device)
         self.key = None
         self.groups = self.program = self.base_lrs = self.next_lr = self.plateau = None
         #: the Plateau the groups' schedules hold (None: opt.report() has nothing to drive)
         self.plateau_schedule = None
+
+    def note_own_write(self) -> None:
+        """Remember the counter's version after fusedlr wrote it with a torch op
+        (the native kernels write it without bumping the version)."""
+        self._step_version = _version(self.step)
+
+    def step_written_by_user(self) -> bool:
+        """Was the counter written from the host since (e.g. ``opt.step_count.fill_(n)``)?"""
+        return _version(self.step) != self._step_version
 
     def is_stale(self, param_groups: list[dict], kind: str) -> bool:
         """Did a group's hyperparameters or schedule change since the last upload?"""
@@ -49,3 +62,10 @@ class DeviceState:
         if table is not None and table.shape == value.shape and table.dtype == value.dtype:
             return table.copy_(value)
         return value.to(self.device)
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference-mode tensor keeps no version
+        return 0

@@ -13,14 +13,34 @@ from . import plateau_buffer
 
 def hyper_key(group: dict, kind: str) -> tuple:
     """What the device tables and the state layout depend on; compared between
-    steps to spot edits (which are then validated).
-    Schedules compare by identity: they are treated as immutable."""
-    schedules = tuple(group.get(name) for name in HYPER_SCHEDULES[kind].values())
-    if kind == "sgd":
-        return (group["lr"], group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"],
-                group["maximize"], group["schedule"], *schedules)
-    return (group["lr"], group["weight_decay"], *group["betas"], group["eps"], group["amsgrad"],
-            group["maximize"], group["schedule"], *schedules)
+    steps to spot edits (which are then validated). Missing keys read as None
+    (refilled from the defaults at the refresh). Schedules (immutable) and
+    tensors (converted to numbers by the refresh's checks) compare by identity."""
+    names = ("lr", "weight_decay", "momentum", "dampening", "nesterov") if kind == "sgd" else \
+        ("lr", "weight_decay", "betas", "eps", "amsgrad")
+    names += ("maximize", "schedule", *HYPER_SCHEDULES[kind].values())
+    return tuple(_comparable(group.get(name)) for name in names)
+
+
+def _comparable(value):
+    if isinstance(value, (tuple, list)):
+        return tuple(_comparable(v) for v in value)
+    if isinstance(value, (torch.Tensor, Schedule)):
+        return _Same(value)
+    return value
+
+
+class _Same:
+    """Equal only to a holder of the very same object (kept alive, so its id is not reused)."""
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Same) and other.value is self.value
+
+    __hash__ = None
 
 
 #: per optimizer kind: {group table field its schedule drives: group key of that schedule}
@@ -71,7 +91,7 @@ def group_lrs_at(param_groups: list[dict], step: torch.Tensor, base_all: torch.T
     host sync). ``key``: the group key of the schedule (the lr's by default);
     a group without one keeps its base value. ``plateau``: the optimizer's
     plateau buffer (see plateau_buffer), whose reductions Plateau nodes apply."""
-    t = step.to(torch.float64).reshape(1, 1)
+    t = step.clamp_min(0).to(torch.float64).reshape(1, 1)  # a negative count reads as 0, as in the kernels
     count = len(param_groups)
     view = None if plateau is None else PlateauView(plateau_buffer.reductions(plateau, count),
                                                     plateau_buffer.min_lrs(plateau, count), list(range(count)))

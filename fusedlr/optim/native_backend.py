@@ -42,7 +42,7 @@ def build_tables(bucket: Bucket) -> NativeTables:
         chunks = torch.tensor(starts or [0], dtype=torch.int64).to(bucket.device)
         num_chunks = len(starts) // 2
     table = rows.view(len(bucket.entries), -1).to(bucket.device)
-    return NativeTables(table, chunks, num_chunks, [e.grad.data_ptr() for e in bucket.entries])
+    return NativeTables(table, chunks, num_chunks, [e.grad_ptr for e in bucket.entries])
 
 
 def _capturing(device: torch.device) -> bool:
@@ -62,7 +62,7 @@ def _tables(bucket: Bucket) -> NativeTables:
         bucket.native = build_tables(bucket)
         return bucket.native
     tables = bucket.native
-    grad_ptrs = [e.grad.data_ptr() for e in bucket.entries]
+    grad_ptrs = [e.grad_ptr for e in bucket.entries]
     if tables.grad_ptrs != grad_ptrs:
         constants = _native.format_constants()
         column = constants.TENSOR_FIELDS["grad"]

@@ -11,6 +11,8 @@ from .device_state import DeviceState
 from .. import _native
 from .group_tables import HYPER_SCHEDULES, group_lrs_at
 
+_MAX_COUNT = 2 ** 63 - 1
+
 
 def _math_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -37,7 +39,7 @@ def _sgd(e: Entry, group: dict, now: dict, bucket: Bucket, inv_scale, skip) -> N
     buf_state = e.states[0]
     if buf_state is not None:  # momentum != 0, or scheduled
         buf = buf_state.to(math) * momentum + (1 - group["dampening"]) * g
-        buf = torch.where(e.step == 0, g, buf)  # the first update starts the buffer at d_p
+        buf = torch.where(e.step <= 0, g, buf)  # the first update starts the buffer at d_p
         moving = g + momentum * buf if bucket.nesterov else buf
         # as torch, a step whose (scheduled) momentum is 0 neither uses nor updates the buffer
         active = momentum != 0
@@ -50,7 +52,7 @@ def _adamw(e: Entry, group: dict, now: dict, bucket: Bucket, inv_scale, skip) ->
     math = _math_dtype(bucket.dtype)
     lr, beta1, beta2 = now["lr"], now["momentum"], group["betas"][1]
     exp_avg, exp_avg_sq, max_exp_avg_sq = e.states
-    step = (e.step + 1).to(torch.float64)
+    step = e.step.clamp_min(0).to(torch.float64) + 1  # a negative count reads as 0, as in the kernels
     bias1 = 1 - torch.pow(beta1, step)
     bias2_sqrt = torch.sqrt(1 - torch.pow(beta2, step))
     g = _grad(e, math, inv_scale, bucket.maximize)
@@ -75,6 +77,11 @@ def _scheduled_values(ds: DeviceState, kind: str, param_groups: list[dict]) -> d
     return now
 
 
+def _count_step(counter: torch.Tensor, applied) -> None:
+    """counter += applied, held at the int64 maximum instead of wrapping."""
+    counter.add_(applied * (counter < _MAX_COUNT))
+
+
 def run(ds: DeviceState, buckets: list[Bucket], kind: str, param_groups: list[dict],
         grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None) -> None:
     now = _scheduled_values(ds, kind, param_groups)
@@ -86,9 +93,10 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, param_groups: list[di
     for bucket in buckets:
         for e in bucket.entries:
             update(e, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket, inv_scale, skip)
-            e.step.add_(not_skipped)
+            _count_step(e.step, not_skipped)
         bucket.write_back()
-    ds.step.add_(not_skipped)
+    _count_step(ds.step, not_skipped)
+    ds.note_own_write()
     if skip is None:
         ds.applied.fill_(True)
     else:

@@ -63,9 +63,13 @@ class SGD(FusedOptimizer):
     def complete_state(self, param: torch.Tensor, group: dict, state: dict) -> None:
         if _has_momentum(group) and state.get("momentum_buffer") is None:
             state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.contiguous_format)
+            # SGD's step counts updates of the buffer: its first one sets buf = d_p, as torch
+            # does when momentum is switched on mid-run (a zero buffer would give (1-dampening) d_p)
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"].zero_()
 
-    def adopt_state(self, param, group, loaded):
-        state = super().adopt_state(param, group, loaded)
+    def adopt_state(self, param, group, loaded, previous):
+        state = super().adopt_state(param, group, loaded, previous)
         if "step" not in loaded and loaded.get("momentum_buffer") is not None:
             state["step"].fill_(1)  # torch's SGD keeps no step: a buffer means it has started
         return state
