@@ -53,7 +53,7 @@ inline void export_format_constants(pybind11::module_& m) {
   one_cycle["linear"] = int(kAnnealLinear);
   m.attr("ONE_CYCLE_ANNEAL") = one_cycle;
 
-  m.attr("MAX_DEPTH") = int(kMaxDepth);
+  m.attr("NODE_HEADER") = int(kNodeHeader);
 }
 
 }  // namespace fusedlr

@@ -7,19 +7,50 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "hd.h"
 #include "plateau.h"
 #include "schedule_format.h"
-
-#if defined(__CUDACC__)
-#define FUSEDLR_HD __host__ __device__ inline
-#else
-#define FUSEDLR_HD inline
-#endif
 
 namespace fusedlr {
 namespace detail {
 
 constexpr double kPi = 3.14159265358979323846;
+
+// pi/2 split so that k * kPio2Hi and k * kPio2Mid are exact for |k| < 2**20
+// (33 significant bits each), and the rest to double precision.
+constexpr double kPio2Hi = 0x1.921fb544p+0;
+constexpr double kPio2Mid = 0x1.0b4611a6p-34;
+constexpr double kPio2Lo = 0x1.3198a2e037073p-69;
+constexpr double kTwoOverPi = 0x1.45f306dc9c883p-1;
+constexpr double kExactReductionLimit = 0x1p+20 * 1.5707963267948966;
+
+// The cosine of a, to about an ulp, with no local arrays (libm's and CUDA's
+// cos keep one for huge arguments, which gave the update kernel a stack):
+// Cody-Waite reduction by pi/2, exact for |a| < 2**20 pi/2 (schedules stay far
+// below), then the Taylor series of sin and cos on [-pi/4, pi/4], whose
+// truncation error (< 1e-19) is far below an ulp.
+FUSEDLR_HD double cos_of(double a) {
+  a = fabs(a);
+  if (!(a < kExactReductionLimit)) {
+    if (!(a <= 1.7976931348623157e308)) return a - a;  // nan or inf: nan
+    a = fmod(a, 2.0 * kPi);                              // beyond: close, not exact
+  }
+  const double k = rint(a * kTwoOverPi);
+  const double r = ((a - k * kPio2Hi) - k * kPio2Mid) - k * kPio2Lo;
+  const double r2 = r * r;
+  const double sin_r = r + r * r2 * (-1.0 / 6 + r2 * (1.0 / 120 + r2 * (-1.0 / 5040 + r2 * (1.0 / 362880 +
+                       r2 * (-1.0 / 39916800 + r2 * (1.0 / 6227020800 + r2 * (-1.0 / 1307674368000 +
+                       r2 * (1.0 / 355687428096000))))))));
+  const double cos_r = 1.0 - 0.5 * r2 + r2 * r2 * (1.0 / 24 + r2 * (-1.0 / 720 + r2 * (1.0 / 40320 +
+                       r2 * (-1.0 / 3628800 + r2 * (1.0 / 479001600 + r2 * (-1.0 / 87178291200 +
+                       r2 * (1.0 / 20922789888000 + r2 * (-1.0 / 6402373705728000))))))));
+  switch ((int)k & 3) {
+    case 0: return cos_r;
+    case 1: return -sin_r;
+    case 2: return -cos_r;
+    default: return sin_r;
+  }
+}
 
 FUSEDLR_HD double min_d(double a, double b) { return a < b ? a : b; }
 FUSEDLR_HD double max_d(double a, double b) { return a > b ? a : b; }
@@ -49,7 +80,7 @@ FUSEDLR_HD double lerp(double start, double end, double w) { return start * (1.0
 
 FUSEDLR_HD double anneal(int shape, double start, double end, double p) {
   switch (shape) {
-    case kShapeCosine: return lerp(start, end, 0.5 * (1.0 - cos(kPi * p)));
+    case kShapeCosine: return lerp(start, end, 0.5 * (1.0 - cos_of(kPi * p)));
     case kShapeGeometric: return start * pow(end / start, p);
     case kShapeSqrt: return lerp(start, end, sqrt(p));
     case kShapeOneMinusSqrt: return lerp(start, end, 1.0 - sqrt(1.0 - p));
@@ -82,38 +113,46 @@ FUSEDLR_HD double cosine(const double* a, double t, double b) {
   const double cycles = a[4];
   // Periodic: reduce to one period first so huge steps keep full precision.
   double p = a[5] != 0 ? fmod(t, steps / cycles) / steps : min_d(t / steps, 1.0);
-  double c = 0.5 * (1.0 + cos(2.0 * kPi * cycles * p));
+  double c = 0.5 * (1.0 + cos_of(2.0 * kPi * cycles * p));
   if (exponent != 1.0) c = pow(c, exponent);
   const double lo = eta_min + alpha * b;
   return lo + (b - lo) * c;
 }
 
 FUSEDLR_HD double cosine_restarts(const double* a, double t, double b) {
-  const double T0 = a[0], mult = a[1], eta_min = a[2], alpha = a[3];
-  const double decay = a[4], limit = a[5];
+  const double T0 = a[0], mult = a[1];
   double cycle, start, period;
   if (mult == 1.0) {
     cycle = floor_div(t, T0);
     start = t - fmod(t, T0);
     period = T0;
   } else {
-    // Cycle i starts at T0 (mult^i - 1) / (mult - 1); solve for i, then
-    // correct the rounding of log() at the boundaries exactly.
+    // Cycle i starts at T0 (mult^i - 1) / (mult - 1) and lasts T0 mult^i; solve
+    // for i, then correct the rounding of log() at the boundaries exactly. One
+    // pow per candidate cycle, computed only when needed (fewer registers).
     cycle = floor(log1p(t * (mult - 1.0) / T0) / log(mult));
-    start = T0 * (pow(mult, cycle) - 1.0) / (mult - 1.0);
+    double grown = pow(mult, cycle);
+    start = T0 * (grown - 1.0) / (mult - 1.0);
     if (start > t) {
       cycle -= 1;
-      start = T0 * (pow(mult, cycle) - 1.0) / (mult - 1.0);
+      grown = pow(mult, cycle);
+      start = T0 * (grown - 1.0) / (mult - 1.0);
     } else {
-      double next = T0 * (pow(mult, cycle + 1) - 1.0) / (mult - 1.0);
-      if (next <= t) { cycle += 1; start = next; }
+      const double next_grown = pow(mult, cycle + 1);
+      const double next = T0 * (next_grown - 1.0) / (mult - 1.0);
+      if (next <= t) {
+        cycle += 1;
+        start = next;
+        grown = next_grown;
+      }
     }
-    period = T0 * pow(mult, cycle);
+    period = T0 * grown;
   }
-  const double lo = eta_min + alpha * b;
+  const double lo = a[2] + a[3] * b;  // eta_min + alpha b
+  const double limit = a[5];
   if (limit > 0 && cycle >= limit) return lo;
-  const double amplitude = pow(decay, cycle);
-  return lo + (b - lo) * amplitude * 0.5 * (1.0 + cos(kPi * (t - start) / period));
+  const double amplitude = pow(a[4], cycle);  // cycle_decay^cycle
+  return lo + (b - lo) * amplitude * 0.5 * (1.0 + cos_of(kPi * (t - start) / period));
 }
 
 FUSEDLR_HD double one_cycle(const double* a, double t) {
@@ -128,7 +167,7 @@ FUSEDLR_HD double one_cycle(const double* a, double t) {
       const double from = lrs[k], to = lrs[k + 1];
       // Same arithmetic as torch's OneCycleLR anneal functions.
       return linear ? (to - from) * pct + from
-                    : to + (from - to) / 2.0 * (cos(kPi * pct) + 1.0);
+                    : to + (from - to) / 2.0 * (cos_of(kPi * pct) + 1.0);
     }
     start = ends[k];
   }
@@ -156,10 +195,10 @@ FUSEDLR_HD double range_test(const double* a, double t, double b) {
   return b > 0 ? b * pow(end_lr / b, r) : 0.0;  // a zero base (e.g. chained) stays 0, not NaN
 }
 
-// lr of leaf node n (pointing at its kind) at local step t with base lr b.
+// lr of leaf node n (pointing at its header) at local step t with base lr b.
 FUSEDLR_HD double leaf(const double* n, double t, double b) {
-  const double* a = n + 1;
-  switch ((int)n[0]) {
+  const double* a = n + kNodeHeader;
+  switch ((int)n[kNodeKind]) {
     case kConstant: return t < a[1] ? b * a[0] : b;
     case kAnneal: return b * anneal((int)a[3], a[0], a[1], progress(t, a[2]));
     case kStep: return b * pow(a[1], floor_div(t, a[0]));
@@ -187,53 +226,50 @@ FUSEDLR_HD double leaf(const double* n, double t, double b) {
 
 // lr at `step` for param group `group` whose base lr is `base_lr`; `plateau`:
 // the optimizer's plateau buffer (plateau.h), or null (no reductions).
-// Walks the program without recursion: SEQUENTIAL and PER_GROUP select one
-// child, CHAIN feeds each child's result to the next as its base lr.
-FUSEDLR_HD double evaluate_schedule(const double* prog, int64_t step, int64_t group,
-                                    double base_lr, const double* plateau = nullptr) {
-  struct Frame { int64_t node; double t; int64_t next; };
-  Frame pending[kMaxDepth];
-  int depth = 0;
+// Walks the program without a stack: SEQUENTIAL and PER_GROUP descend into one
+// child (SEQUENTIAL making t local to it), CHAIN into each child in turn, each
+// child's result the next one's base lr. After a leaf the walk climbs the
+// parent links to the nearest CHAIN with a child left, adding back on the way
+// the milestones the SEQUENTIALs took off t (exact: t is a whole number).
+FUSEDLR_HD_OUT_OF_LINE double evaluate_schedule(const double* prog, int64_t step, int64_t group,
+                                                double base_lr, const double* plateau = nullptr) {
   int64_t node = 0;
   double t = step > 0 ? (double)step : 0.0;  // a negative count (written from the host) reads as 0
   double lr = base_lr;
   for (;;) {
     const double* n = prog + node;
-    const int kind = (int)n[0];
+    const int kind = (int)n[kNodeKind];
+    const double* children = n + kNodeHeader + 1;
+    const int64_t count = (int64_t)n[kNodeHeader];
     if (kind == kSequential) {
-      const int64_t count = (int64_t)n[1];
-      const double* milestones = n + 2 + count;
+      const double* milestones = children + count;
       const int64_t idx = detail::count_at_or_below(milestones, count - 1, t);
       if (idx > 0) t -= milestones[idx - 1];
-      node = (int64_t)n[2 + idx];
+      node = (int64_t)children[idx];
       continue;
     }
     if (kind == kPerGroup) {
-      const int64_t count = (int64_t)n[1];
-      node = (int64_t)n[2 + (group < count ? group : count - 1)];
+      node = (int64_t)children[group < count ? group : count - 1];
       continue;
     }
     if (kind == kChain) {
-      if (depth == kMaxDepth) return lr;  // the packer refuses deeper programs
-      pending[depth++] = Frame{node, t, 1};
-      node = (int64_t)n[2];
+      node = (int64_t)children[0];
       continue;
     }
     lr = kind == kPlateau ? plateau_value(plateau, group, lr) : detail::leaf(n, t, lr);
-    bool resumed = false;
-    while (depth > 0 && !resumed) {
-      Frame& f = pending[depth - 1];
-      const double* chain = prog + f.node;
-      if (f.next < (int64_t)chain[1]) {
-        node = (int64_t)chain[2 + f.next];
-        t = f.t;
-        ++f.next;
-        resumed = true;
-      } else {
-        --depth;
+    for (;;) {  // climb to the next child of an enclosing CHAIN
+      const int64_t parent = (int64_t)prog[node + kNodeParent];
+      if (parent < 0) return lr;
+      const int64_t idx = (int64_t)prog[node + kNodeIndex];
+      const double* p = prog + parent;
+      const int64_t siblings = (int64_t)p[kNodeHeader];
+      if ((int)p[kNodeKind] == kSequential && idx > 0) t += p[kNodeHeader + 1 + siblings + idx - 1];
+      if ((int)p[kNodeKind] == kChain && idx + 1 < siblings) {
+        node = (int64_t)p[kNodeHeader + 1 + idx + 1];
+        break;
       }
+      node = parent;
     }
-    if (!resumed) return lr;
   }
 }
 

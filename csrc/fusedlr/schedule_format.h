@@ -1,8 +1,10 @@
 // Packed schedule format shared by the Python packer, the CPU evaluator and
 // the CUDA kernels. A schedule is a flat array of doubles; a node starts with
-// its kind, followed by the fields listed below. Child references are offsets
-// into the same array. The Python side reads these numbers from the native
-// module, so this header is the only place they are written down.
+// a header (its kind, the offset of its parent node or -1 at the root, its
+// index among the parent's children), followed by the fields listed below.
+// Child references are offsets into the same array. The parent links let the
+// evaluator walk the tree without a stack. The Python side reads these numbers
+// from the native module, so this header is the only place they are written down.
 #pragma once
 
 namespace fusedlr {
@@ -41,7 +43,6 @@ enum CyclicMode : int { kTriangular = 0, kTriangular2 = 1, kExpRange = 2 };
 enum RangeTestMode : int { kRangeExponential = 0, kRangeLinear = 1 };
 enum OneCycleAnneal : int { kAnnealCos = 0, kAnnealLinear = 1 };
 
-// Deepest nesting of composite nodes the evaluator supports (checked in Python).
-constexpr int kMaxDepth = 16;
+enum NodeHeader : int { kNodeKind = 0, kNodeParent = 1, kNodeIndex = 2, kNodeHeader = 3 };
 
 }  // namespace fusedlr

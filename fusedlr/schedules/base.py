@@ -93,14 +93,12 @@ class Schedule(metaclass=_FrozenAfterInit):
         """1 for a leaf, 1 + the deepest child for a composite."""
         return 1 + max((c.tree_depth() for c in self.children()), default=0)
 
-    def _chain_depth(self) -> int:
-        inner = max((c._chain_depth() for c in self.children()), default=0)
-        return inner + (1 if self.kind == "CHAIN" else 0)
-
     # ---- packing -------------------------------------------------------------
-    def _emit(self, program: list[float], kinds: dict) -> int:
+    def _emit(self, program: list[float], kinds: dict, parent: int = -1, index: int = 0) -> int:
+        """Append this node (header: kind, parent offset, index among the
+        parent's children; then its fields) and return its offset."""
         offset = len(program)
-        program.append(float(kinds[self.kind]))
+        program.extend([float(kinds[self.kind]), float(parent), float(index)])
         program.extend(float(v) for v in self.fields())
         return offset
 
@@ -110,10 +108,6 @@ class Schedule(metaclass=_FrozenAfterInit):
         if cached is not None:
             return cached
         native = _native.format_constants()
-        if self._chain_depth() > native.MAX_DEPTH:
-            raise ValueError(
-                f"schedule nests Chain more than {native.MAX_DEPTH} deep; flatten the chain"
-            )
         program: list[float] = []
         self._emit(program, native.NODE_KINDS)
         self._packed = torch.tensor(program, dtype=torch.float64)
@@ -125,8 +119,8 @@ class Schedule(metaclass=_FrozenAfterInit):
 
         Returns a float64 tensor of shape ``(len(steps), len(base_lrs))`` on the
         backend's device: ``"reference"`` (pure torch, on the device of a
-        ``steps`` tensor), ``"cpu"`` (the native evaluator) or ``"cuda"`` (the
-        same evaluator in a CUDA kernel).
+        ``steps`` tensor), ``"cpu"`` (the native evaluator; also for
+        ``"emulated"``) or ``"cuda"`` (the same evaluator in a CUDA kernel).
         """
         _native.check_backend(backend)
         steps = _as_steps(steps)
@@ -136,7 +130,7 @@ class Schedule(metaclass=_FrozenAfterInit):
 
             t = steps.to(torch.float64).reshape(-1, 1)
             return evaluate(self, t, base.to(steps.device).reshape(1, -1)).expand(len(steps), len(base)).contiguous()
-        if backend == "cpu":
+        if backend in ("cpu", "emulated"):  # the emulated CUDA kernels evaluate with the CPU build of the evaluator
             return _run_cpu(self.pack(), steps.cpu(), base)
         return _run_cuda(self.pack(), steps, base)
 

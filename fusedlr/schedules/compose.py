@@ -32,12 +32,13 @@ class _Composite(Schedule):
     def _extra_fields(self) -> list[float]:
         return []
 
-    def _emit(self, program, kinds):
+    def _emit(self, program, kinds, parent=-1, index=0):
         offset = len(program)
         n = len(self.schedules)
-        program.extend([float(kinds[self.kind]), float(n)] + [0.0] * n + self._extra_fields())
+        program.extend([float(kinds[self.kind]), float(parent), float(index), float(n)] + [0.0] * n
+                       + self._extra_fields())
         for i, child in enumerate(self.schedules):
-            program[offset + 2 + i] = float(child._emit(program, kinds))
+            program[offset + 4 + i] = float(child._emit(program, kinds, offset, i))
         return offset
 
 

@@ -1,0 +1,13 @@
+// FUSEDLR_HD: a function compiled for the host and, under nvcc, for the device,
+// so the CPU backend and the CUDA kernels run the same source.
+#pragma once
+
+#if defined(__CUDACC__)
+#define FUSEDLR_HD __host__ __device__ inline
+// a function kept out of line on the device: the fp64 schedule evaluator, so
+// the registers it needs do not weigh on the kernels' element loops
+#define FUSEDLR_HD_OUT_OF_LINE __host__ __device__ __noinline__ inline
+#else
+#define FUSEDLR_HD inline
+#define FUSEDLR_HD_OUT_OF_LINE inline
+#endif
