@@ -1,5 +1,8 @@
-// pybind11 module fusedlr._C_cuda: the CUDA backend. Built only when nvcc is
-// found; links the CUDA runtime statically, so importing it needs no GPU.
+// pybind11 module of the CUDA backend, built twice from this source:
+// fusedlr._C_cuda (the kernels on the GPU; built when nvcc is found, links the
+// CUDA runtime statically, so importing it needs no GPU) and, with
+// FUSEDLR_EMULATED, fusedlr._C_emulated (the same kernels compiled for the CPU,
+// on host memory: the test backend "emulated").
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -13,6 +16,13 @@
 
 namespace py = pybind11;
 
+#ifdef FUSEDLR_EMULATED
+#define FUSEDLR_MODULE _C_emulated
+#define FUSEDLR_CUDA_ARCHS ""
+#define FUSEDLR_NVCC_VERSION ""
+#else
+#define FUSEDLR_MODULE _C_cuda
+#endif
 #ifndef FUSEDLR_CUDA_ARCHS
 #define FUSEDLR_CUDA_ARCHS ""
 #endif
@@ -27,8 +37,12 @@ static void check(const std::string& error, const char* what) {
   if (!error.empty()) throw std::runtime_error(std::string(what) + ": " + error);
 }
 
-PYBIND11_MODULE(_C_cuda, m) {
+PYBIND11_MODULE(FUSEDLR_MODULE, m) {
+#ifdef FUSEDLR_EMULATED
+  m.doc() = "fusedlr's CUDA kernels compiled for the CPU (test backend 'emulated')";
+#else
   m.doc() = "fusedlr CUDA backend";
+#endif
   m.attr("CUDA_ARCHS") = FUSEDLR_CUDA_ARCHS;
   m.attr("NVCC_VERSION") = FUSEDLR_NVCC_VERSION;
 
@@ -38,6 +52,9 @@ PYBIND11_MODULE(_C_cuda, m) {
     return py::make_tuple(count, error);
   }, "(number of usable CUDA devices, error text when there are none)");
 
+  m.def("launch_count", &fusedlr::cuda::launch_count, "Kernel launches this module has made so far.");
+
+#ifndef FUSEDLR_EMULATED
   m.def(
       "schedule_values",
       [](int device, std::uintptr_t stream, std::uintptr_t prog, std::uintptr_t steps,
@@ -53,65 +70,77 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("n_steps"), py::arg("base_lrs"), py::arg("n_groups"), py::arg("out"),
       "Enqueue the schedule kernel on `stream` (device buffers, same layout as the "
       "CPU version).");
+#endif
 
   m.def(
       "update",
       [](int device, std::uintptr_t stream, std::uintptr_t tensors, int64_t num_tensors,
          std::uintptr_t groups, int64_t num_groups, std::uintptr_t program,
          std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
-         int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, std::uintptr_t chunks,
-         int64_t num_chunks, int64_t chunk_size) {
+         int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, std::uintptr_t scalars,
+         std::uintptr_t group_values, std::uintptr_t next_lr, std::uintptr_t applied, bool last_bucket,
+         std::uintptr_t chunks, int64_t num_chunks, int64_t chunk_size, std::uintptr_t blocks_done) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
             tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
-            found_inf, kind, dtype, maximize, nesterov, amsgrad);
+            found_inf, kind, dtype, maximize, nesterov, amsgrad, scalars, group_values, next_lr, applied,
+            last_bucket);
+        py::gil_scoped_release no_gil;
         check(fusedlr::cuda::update(device, as_ptr<void>(stream), a, as_ptr<const int64_t>(chunks),
-                                    num_chunks, chunk_size),
+                                    num_chunks, chunk_size, as_ptr<unsigned int>(blocks_done)),
               "fusedlr CUDA update kernel");
       },
-      py::arg("device"), py::arg("stream"), FUSEDLR_STEP_ARG_NAMES, py::arg("chunks"),
-      py::arg("num_chunks"), py::arg("chunk_size"),
-      "Enqueue the update kernel of one bucket (device tables; `chunks` holds "
-      "(tensor, first element) int64 pairs).");
+      py::arg("device"), py::arg("stream"), FUSEDLR_STEP_ARG_NAMES, FUSEDLR_DEVICE_STEP_ARG_NAMES,
+      py::arg("chunks"), py::arg("num_chunks"), py::arg("chunk_size"), py::arg("blocks_done"),
+      "Enqueue one bucket's update (one launch): `chunks` holds (tensor, first element) int64 pairs, "
+      "`blocks_done` a uint32 that is 0 between launches.");
 
   m.def(
-      "finish",
+      "step",
       [](int device, std::uintptr_t stream, std::uintptr_t tensors, int64_t num_tensors,
          std::uintptr_t groups, int64_t num_groups, std::uintptr_t program,
          std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
-         int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, bool advance,
-         std::uintptr_t next_lr, std::uintptr_t applied) {
+         int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, std::uintptr_t scalars,
+         std::uintptr_t group_values, std::uintptr_t next_lr, std::uintptr_t applied, bool last_bucket,
+         int mode) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
             tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
-            found_inf, kind, dtype, maximize, nesterov, amsgrad);
-        check(fusedlr::cuda::finish(device, as_ptr<void>(stream), a, advance, as_ptr<double>(next_lr),
-                                    as_ptr<bool>(applied)),
-              "fusedlr CUDA finish kernel");
+            found_inf, kind, dtype, maximize, nesterov, amsgrad, scalars, group_values, next_lr, applied,
+            last_bucket);
+        py::gil_scoped_release no_gil;
+        check(fusedlr::cuda::step(device, as_ptr<void>(stream), a, mode), "fusedlr CUDA step kernel");
       },
-      py::arg("device"), py::arg("stream"), FUSEDLR_STEP_ARG_NAMES, py::arg("advance"),
-      py::arg("next_lr"), py::arg("applied"), "Enqueue the finish kernel (same contract as the CPU finish).");
+      py::arg("device"), py::arg("stream"), FUSEDLR_STEP_ARG_NAMES, FUSEDLR_DEVICE_STEP_ARG_NAMES,
+      py::arg("mode"),
+      "Enqueue the one-block step kernel: mode PREPARE (write the tensors' scalars for an update at the "
+      "current step) or END_STEP (advance a step in which no param had a grad).");
+  m.attr("PREPARE") = int(0);
+  m.attr("END_STEP") = int(1);
 
   m.def(
       "plateau_report",
       [](int device, std::uintptr_t stream, std::uintptr_t groups, int64_t num_groups,
          std::uintptr_t program, std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t metric,
-         std::uintptr_t next_lr) {
+         double metric_value, std::uintptr_t next_lr) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(0, 0, groups, num_groups, program, plateau,
                                                             global_step, 0, 0, 0, 0, false, false, false);
+        py::gil_scoped_release no_gil;
         check(fusedlr::cuda::plateau_report(device, as_ptr<void>(stream), a, as_ptr<const double>(metric),
-                                            as_ptr<double>(next_lr)),
+                                            metric_value, as_ptr<double>(next_lr)),
               "fusedlr CUDA plateau kernel");
       },
       py::arg("device"), py::arg("stream"), py::arg("groups"), py::arg("num_groups"), py::arg("program"),
-      py::arg("plateau"), py::arg("global_step"), py::arg("metric"), py::arg("next_lr"),
-      "Enqueue the plateau report kernel (same contract as the CPU version).");
+      py::arg("plateau"), py::arg("global_step"), py::arg("metric"), py::arg("metric_value"), py::arg("next_lr"),
+      "Enqueue the plateau report kernel (metric: address of a float64 on the device, or 0 to pass "
+      "metric_value as a kernel argument).");
 
   m.def(
       "write_column",
       [](int device, std::uintptr_t stream, std::uintptr_t column, int64_t stride, std::vector<int64_t> values) {
+        py::gil_scoped_release no_gil;
         check(fusedlr::cuda::write_column(device, as_ptr<void>(stream), as_ptr<int64_t>(column), stride,
                                           values.data(), (int64_t)values.size()),
               "fusedlr CUDA table write");
       },
       py::arg("device"), py::arg("stream"), py::arg("column"), py::arg("stride"), py::arg("values"),
-      "Enqueue kernels writing int64 `values` down a table column (capturable in a CUDA graph).");
+      "Enqueue kernels writing int64 `values` down a table column (no host memory copied; capturable).");
 }

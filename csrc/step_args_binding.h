@@ -7,6 +7,7 @@
 
 #include "fusedlr/plateau.h"
 #include "fusedlr/step_layout.h"
+#include "fusedlr/update_math.h"
 
 namespace fusedlr {
 
@@ -14,7 +15,9 @@ inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std:
                                int64_t num_groups, std::uintptr_t program, std::uintptr_t plateau,
                                std::uintptr_t global_step, std::uintptr_t grad_scale,
                                std::uintptr_t found_inf, int kind, int dtype, bool maximize,
-                               bool nesterov, bool amsgrad) {
+                               bool nesterov, bool amsgrad, std::uintptr_t scalars = 0,
+                               std::uintptr_t group_values = 0, std::uintptr_t next_lr = 0,
+                               std::uintptr_t applied = 0, bool last_bucket = false) {
   StepArgs a;
   a.tensors = reinterpret_cast<const int64_t*>(tensors);
   a.num_tensors = num_tensors;
@@ -30,10 +33,15 @@ inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std:
   a.maximize = maximize;
   a.nesterov = nesterov;
   a.amsgrad = amsgrad;
+  a.scalars = reinterpret_cast<double*>(scalars);
+  a.group_values = reinterpret_cast<double*>(group_values);
+  a.next_lr = reinterpret_cast<double*>(next_lr);
+  a.applied = reinterpret_cast<bool*>(applied);
+  a.last_bucket = last_bucket;
   return a;
 }
 
-// Python keyword names of make_step_args, in order.
+// Python keyword names of make_step_args' first fourteen parameters, in order.
 #define FUSEDLR_STEP_ARG_NAMES                                                              \
   pybind11::arg("tensors"), pybind11::arg("num_tensors"), pybind11::arg("groups"),          \
       pybind11::arg("num_groups"), pybind11::arg("program"), pybind11::arg("plateau"), \
@@ -41,6 +49,11 @@ inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std:
       pybind11::arg("grad_scale"), pybind11::arg("found_inf"), pybind11::arg("kind"),      \
       pybind11::arg("dtype"), pybind11::arg("maximize"), pybind11::arg("nesterov"),         \
       pybind11::arg("amsgrad")
+
+// ... and of the rest (the device step's tables).
+#define FUSEDLR_DEVICE_STEP_ARG_NAMES                                                         \
+  pybind11::arg("scalars"), pybind11::arg("group_values"), pybind11::arg("next_lr"),         \
+      pybind11::arg("applied"), pybind11::arg("last_bucket")
 
 inline void export_step_layout(pybind11::module_& m) {
   pybind11::dict tensor_fields;
@@ -89,6 +102,8 @@ inline void export_step_layout(pybind11::module_& m) {
   plateau_fields["cooldown_left"] = int(kPlateauCooldownLeft);
   m.attr("PLATEAU_FIELDS") = plateau_fields;
   m.attr("PLATEAU_HEADER") = int(kPlateauHeader);
+  m.attr("TENSOR_SCALAR_FIELDS") = int(kTensorScalarFields);
+  m.attr("GROUP_VALUE_FIELDS") = int(kGroupValueFields);
 }
 
 }  // namespace fusedlr

@@ -2,7 +2,9 @@
 
 ``_C`` (CPU) is always part of a build. ``_C_cuda`` exists when the build
 found nvcc; importing it needs no GPU, and a machine without one simply
-reports the CUDA backend as unavailable.
+reports the CUDA backend as unavailable. ``_C_emulated`` (always built) is the
+CUDA kernels compiled for the CPU: the "emulated" backend, which runs them on
+CPU tensors (slowly) so tests exercise the GPU code without a GPU.
 """
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import importlib
 
 import torch
 
-BACKENDS = ("reference", "cpu", "cuda")
+BACKENDS = ("reference", "cpu", "cuda", "emulated")
+#: backends that run the CUDA kernels (on the GPU, or emulated on the CPU)
+DEVICE_KERNEL_BACKENDS = ("cuda", "emulated")
 
 
 def _try_import(name: str):
@@ -22,6 +26,7 @@ def _try_import(name: str):
 
 cpu_module, _cpu_import_error = _try_import("_C")
 cuda_module, _cuda_import_error = _try_import("_C_cuda")
+emulated_module, _emulated_import_error = _try_import("_C_emulated")
 
 
 def cuda_unavailable_reason() -> str:
@@ -43,6 +48,8 @@ def available_backends() -> list[str]:
         usable.append("cpu")
     if not cuda_unavailable_reason():
         usable.append("cuda")
+    if emulated_module is not None:
+        usable.append("emulated")
     return usable
 
 
@@ -58,6 +65,13 @@ def check_backend(backend: str) -> None:
         reason = cuda_unavailable_reason()
         if reason:
             raise RuntimeError(f"the fusedlr CUDA backend is unavailable: {reason}")
+    if backend == "emulated" and emulated_module is None:
+        raise RuntimeError(f"the fusedlr emulated backend is not built or failed to import: {_emulated_import_error}")
+
+
+def module_of(backend: str):
+    """The compiled module that runs a native backend's kernels."""
+    return {"cpu": cpu_module, "cuda": cuda_module, "emulated": emulated_module}[backend]
 
 
 def format_constants():
@@ -76,6 +90,7 @@ def build_info() -> dict:
         "links_libtorch": False,
         "cpu_kernels": cpu_module is not None,
         "cuda_kernels": cuda_module is not None,
+        "emulated_cuda_kernels": emulated_module is not None,
         "cuda_archs": cuda_module.CUDA_ARCHS.split(",") if cuda_module is not None else [],
         "nvcc_version": cuda_module.NVCC_VERSION if cuda_module is not None else None,
         "available_backends": available_backends(),

@@ -4,6 +4,8 @@ import fusedlr
 
 NATIVE_BACKENDS = [
     "cpu",
+    # the CUDA kernels compiled for the CPU: the GPU code, tested without a GPU
+    "emulated",
     pytest.param("cuda", marks=pytest.mark.skipif(
         "cuda" not in fusedlr.available_backends(), reason="no usable CUDA device")),
 ]

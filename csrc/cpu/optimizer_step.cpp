@@ -17,30 +17,31 @@ struct Chunk { int64_t tensor, begin, end; };
 
 // always inlined, so each ISA variant below compiles the loops for its own vectors
 template <typename T>
-__attribute__((always_inline)) inline void update_range(const StepArgs& a, const std::vector<GroupValues>& values, double factor,
-                  const Chunk& c) {
+__attribute__((always_inline)) inline void update_range(const StepArgs& a, const std::vector<GroupValues>& values,
+                                                        double factor, const Chunk& c) {
   using M = typename math_type<T>::type;
   const int64_t* row = a.tensors + c.tensor * kTensorFields;
   const int64_t g = row[kGroup];
-  const double* group = a.groups + g * kGroupFields;
-  const int64_t before = *address_as<int64_t>(row[kStepPtr]);
+  double scalars[kTensorScalarFields];
+  tensor_scalars(a.kind, a.groups + g * kGroupFields, values[g], *address_as<int64_t>(row[kStepPtr]), scalars);
   T* param = address_as<T>(row[kParamPtr]);
   const T* grad = address_as<const T>(row[kGradPtr]);
   T* s0 = address_as<T>(row[kState0Ptr]);
+  const M f = (M)factor;
   if (a.kind == kSGD) {
-    const SgdScalars<M> s = sgd_scalars<M>(group, values[g], factor, before);
+    const SgdScalars<M> s = sgd_scalars<M>(scalars);
     if (a.nesterov)
-      for (int64_t i = c.begin; i < c.end; ++i) sgd_element<true>(s, param, grad, s0, i);
+      for (int64_t i = c.begin; i < c.end; ++i) sgd_element<true>(s, f, param, grad, s0, i);
     else
-      for (int64_t i = c.begin; i < c.end; ++i) sgd_element<false>(s, param, grad, s0, i);
+      for (int64_t i = c.begin; i < c.end; ++i) sgd_element<false>(s, f, param, grad, s0, i);
   } else {
-    const AdamWScalars<M> s = adamw_scalars<M>(group, values[g], factor, before);
+    const AdamWScalars<M> s = adamw_scalars<M>(scalars);
     T* s1 = address_as<T>(row[kState1Ptr]);
     T* s2 = address_as<T>(row[kState2Ptr]);
     if (a.amsgrad)
-      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<true>(s, param, grad, s0, s1, s2, i);
+      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<true>(s, f, param, grad, s0, s1, s2, i);
     else
-      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<false>(s, param, grad, s0, s1, s2, i);
+      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<false>(s, f, param, grad, s0, s1, s2, i);
   }
 }
 
@@ -96,10 +97,7 @@ void update(const StepArgs& a, int num_threads) {
 void finish(const StepArgs& a, bool advance, double* next_lr, bool* applied) {
   if (advance) *applied = !step_is_skipped(a);
   if (step_is_skipped(a)) return;
-  for (int64_t t = 0; t < a.num_tensors; ++t) {
-    int64_t* count = address_as<int64_t>(a.tensors[t * kTensorFields + kStepPtr]);
-    *count = count_one_more(*count);
-  }
+  for (int64_t t = 0; t < a.num_tensors; ++t) count_update(a, t);
   if (!advance) return;
   const int64_t step = *a.global_step = count_one_more(*a.global_step);
   for (int64_t g = 0; g < a.num_groups; ++g) next_lr[g] = group_lr(a, g, step);

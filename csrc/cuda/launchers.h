@@ -1,6 +1,10 @@
-// Host-side entry points of the CUDA kernels. Deliberately free of CUDA and
-// torch headers so the pybind11 layer compiles with the plain host compiler.
-// Every function returns an empty string on success, else the CUDA error text.
+// Host-side entry points of the CUDA kernels (kernels.cuh), built twice from
+// the same source (launchers_impl.h): for the GPU (optimizer_step.cu) and for
+// the CPU emulation of the kernels (emulation/emulated_step.cpp). Deliberately
+// free of CUDA and torch headers so the pybind11 layer compiles with the plain
+// host compiler. Every function returns an empty string on success, else the
+// CUDA error text. Each enqueues on `stream` (a cudaStream_t) of `device` and
+// leaves the caller's current device as it was.
 #pragma once
 #include <stdint.h>
 #include <string>
@@ -13,30 +17,38 @@ namespace cuda {
 // Number of visible CUDA devices; 0 with `error` set when none can be used.
 int device_count(std::string* error);
 
-// Same contract as cpu::schedule_values, on device pointers, enqueued on
-// `stream` (a cudaStream_t) of device `device`.
+// Kernel launches made by this module so far (for tests of launches per step).
+int64_t launch_count();
+
+// Same contract as cpu::schedule_values, on device pointers (GPU build only).
 std::string schedule_values(int device, void* stream, const double* prog,
                             const int64_t* steps, int64_t n_steps,
                             const double* base_lrs, int64_t n_groups, double* out);
 
-// One optimizer step of one bucket (see cpu::update / cpu::finish). `chunks`
-// is a device int64 table of (tensor index, first element) pairs, one per
-// block of `chunk_size` elements.
+// One optimizer step of one bucket, in one launch: `chunks` is a device int64
+// table of (tensor index, first element) pairs, one per `chunk_size` elements;
+// `blocks_done` a device counter that is 0 between launches. The update reads
+// each tensor's scalars from a.scalars; its last block counts the updates,
+// advances the step when a.last_bucket, and writes the scalars of the next update.
 std::string update(int device, void* stream, const StepArgs& a, const int64_t* chunks,
-                   int64_t num_chunks, int64_t chunk_size);
+                   int64_t num_chunks, int64_t chunk_size, unsigned int* blocks_done);
+
+// kernels::kPrepare: write a.scalars for an update at the current step (after
+// the tables were built or the groups, the counter or the plateau changed);
+// kernels::kEndStep: end a step in which no param had a grad (a.num_tensors 0).
+std::string step(int device, void* stream, const StepArgs& a, int mode);
+
 // Writes values[0..count) to column[0], column[stride], ... with kernels whose
-// arguments carry the values, so a CUDA graph capture records them (a copy
-// from host memory would not be capturable).
+// arguments carry the values, so no host memory is copied (and a CUDA graph
+// capture records them).
 std::string write_column(int device, void* stream, int64_t* column, int64_t stride, const int64_t* values,
                          int64_t count);
 
-// One ReduceLROnPlateau step on the device plateau buffer, then the groups'
-// next lrs (one thread; a.plateau is the buffer, written).
+// One ReduceLROnPlateau step on the device plateau buffer (a.plateau, written)
+// with the metric at `metric` (device memory) or, when null, `metric_value`;
+// then the groups' next lrs.
 std::string plateau_report(int device, void* stream, const StepArgs& a, const double* metric,
-                           double* next_lr);
-
-std::string finish(int device, void* stream, const StepArgs& a, bool advance, double* next_lr,
-                   bool* applied);
+                           double metric_value, double* next_lr);
 
 }  // namespace cuda
 }  // namespace fusedlr

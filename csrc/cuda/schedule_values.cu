@@ -40,14 +40,17 @@ std::string schedule_values(int device, void* stream, const double* prog,
                             const double* base_lrs, int64_t n_groups, double* out) {
   const int64_t total = n_steps * n_groups;
   if (total == 0) return {};
-  cudaError_t err = cudaSetDevice(device);
-  if (err != cudaSuccess) return error_text(err);
+  int previous = -1;
+  cudaGetDevice(&previous);
+  if (previous != device) cudaSetDevice(device);
   const int threads = 256;
   const int64_t wanted = (total + threads - 1) / threads;
   const int blocks = (int)(wanted < 65535 ? wanted : 65535);
   schedule_values_kernel<<<blocks, threads, 0, static_cast<cudaStream_t>(stream)>>>(
       prog, steps, n_steps, base_lrs, n_groups, out);
-  return error_text(cudaGetLastError());
+  const std::string error = error_text(cudaGetLastError());
+  if (previous >= 0 && previous != device) cudaSetDevice(previous);
+  return error;
 }
 
 }  // namespace cuda

@@ -10,13 +10,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "hd.h"
 #include "step_layout.h"
-
-#if defined(__CUDACC__)
-#define FUSEDLR_PLATEAU_HD __host__ __device__ inline
-#else
-#define FUSEDLR_PLATEAU_HD inline
-#endif
 
 namespace fusedlr {
 
@@ -36,7 +31,7 @@ enum PlateauField : int {
 };
 
 // Reductions of group g so far (0 without a plateau buffer).
-FUSEDLR_PLATEAU_HD double plateau_reductions(const double* p, int64_t g) {
+FUSEDLR_HD double plateau_reductions(const double* p, int64_t g) {
   if (!p) return 0.0;
   const int64_t groups = (int64_t)p[kPlateauNumGroups];
   return p[kPlateauHeader + groups + (g < groups ? g : groups - 1)];
@@ -44,7 +39,7 @@ FUSEDLR_PLATEAU_HD double plateau_reductions(const double* p, int64_t g) {
 
 // The lr of group g after its reductions, starting from `lr`: torch's
 // max(lr * factor, min_lr) applied `reductions` times, in closed form.
-FUSEDLR_PLATEAU_HD double plateau_value(const double* p, int64_t g, double lr) {
+FUSEDLR_HD double plateau_value(const double* p, int64_t g, double lr) {
   const double k = plateau_reductions(p, g);
   if (k == 0.0) return lr;
   const int64_t groups = (int64_t)p[kPlateauNumGroups];
@@ -56,7 +51,7 @@ FUSEDLR_PLATEAU_HD double plateau_value(const double* p, int64_t g, double lr) {
 // One ReduceLROnPlateau.step(metric) on the buffer; base lrs from the group
 // table (the lr a reduction starts from is the group's base lr after its
 // reductions so far).
-FUSEDLR_PLATEAU_HD void plateau_report(double* p, double metric, const double* groups) {
+FUSEDLR_HD void plateau_report(double* p, double metric, const double* groups) {
   const double best = p[kPlateauBest], threshold = p[kPlateauThreshold];
   bool better;
   if (p[kPlateauMaxMode] != 0)

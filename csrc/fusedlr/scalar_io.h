@@ -5,12 +5,11 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "hd.h"
+
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#define FUSEDLR_IO __host__ __device__ inline
-#else
-#define FUSEDLR_IO inline
 #endif
 
 namespace fusedlr {
@@ -23,10 +22,10 @@ template <> struct math_type<double> { using type = double; };
 
 namespace detail {
 
-FUSEDLR_IO uint32_t float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-FUSEDLR_IO float bits_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+FUSEDLR_HD uint32_t float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+FUSEDLR_HD float bits_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
-FUSEDLR_IO float half_to_float(uint16_t h) {
+FUSEDLR_HD float half_to_float(uint16_t h) {
 #if defined(__CUDA_ARCH__)
   __half v; memcpy(&v, &h, 2); return __half2float(v);
 #else
@@ -40,7 +39,7 @@ FUSEDLR_IO float half_to_float(uint16_t h) {
 #endif
 }
 
-FUSEDLR_IO uint16_t float_to_half(float f) {
+FUSEDLR_HD uint16_t float_to_half(float f) {
 #if defined(__CUDA_ARCH__)
   __half v = __float2half_rn(f); uint16_t h; memcpy(&h, &v, 2); return h;
 #else
@@ -62,25 +61,29 @@ FUSEDLR_IO uint16_t float_to_half(float f) {
 #endif
 }
 
-FUSEDLR_IO float bf16_to_float(uint16_t b) { return bits_float((uint32_t)b << 16); }
+FUSEDLR_HD float bf16_to_float(uint16_t b) { return bits_float((uint32_t)b << 16); }
 
-FUSEDLR_IO uint16_t float_to_bf16(float f) {
+FUSEDLR_HD uint16_t float_to_bf16(float f) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  __nv_bfloat16 v = __float2bfloat16_rn(f); uint16_t b; memcpy(&b, &v, 2); return b;  // one instruction
+#else
   const uint32_t u = float_bits(f);
   const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // nearest even
   const uint32_t quiet_nan = (u >> 16) | 0x40u;
   return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);  // a select, not a branch
+#endif
 }
 
 }  // namespace detail
 
-FUSEDLR_IO float load_as_math(const float* p, int64_t i) { return p[i]; }
-FUSEDLR_IO double load_as_math(const double* p, int64_t i) { return p[i]; }
-FUSEDLR_IO float load_as_math(const half_bits* p, int64_t i) { return detail::half_to_float(p[i].x); }
-FUSEDLR_IO float load_as_math(const bf16_bits* p, int64_t i) { return detail::bf16_to_float(p[i].x); }
+FUSEDLR_HD float load_as_math(const float* p, int64_t i) { return p[i]; }
+FUSEDLR_HD double load_as_math(const double* p, int64_t i) { return p[i]; }
+FUSEDLR_HD float load_as_math(const half_bits* p, int64_t i) { return detail::half_to_float(p[i].x); }
+FUSEDLR_HD float load_as_math(const bf16_bits* p, int64_t i) { return detail::bf16_to_float(p[i].x); }
 
-FUSEDLR_IO void store_from_math(float* p, int64_t i, float v) { p[i] = v; }
-FUSEDLR_IO void store_from_math(double* p, int64_t i, double v) { p[i] = v; }
-FUSEDLR_IO void store_from_math(half_bits* p, int64_t i, float v) { p[i].x = detail::float_to_half(v); }
-FUSEDLR_IO void store_from_math(bf16_bits* p, int64_t i, float v) { p[i].x = detail::float_to_bf16(v); }
+FUSEDLR_HD void store_from_math(float* p, int64_t i, float v) { p[i] = v; }
+FUSEDLR_HD void store_from_math(double* p, int64_t i, double v) { p[i] = v; }
+FUSEDLR_HD void store_from_math(half_bits* p, int64_t i, float v) { p[i].x = detail::float_to_half(v); }
+FUSEDLR_HD void store_from_math(bf16_bits* p, int64_t i, float v) { p[i].x = detail::float_to_bf16(v); }
 
 }  // namespace fusedlr

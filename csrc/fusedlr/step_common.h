@@ -1,8 +1,9 @@
 // Pieces of an optimizer step that the CPU driver and the CUDA kernels share:
-// reading the tables and evaluating a group's lr at the current step.
+// reading the tables, evaluating a group's scheduled values, counting steps.
 #pragma once
 #include <stdint.h>
 
+#include "hd.h"
 #include "schedule_eval.h"
 #include "step_layout.h"
 
@@ -32,12 +33,38 @@ FUSEDLR_HD double group_lr(const StepArgs& a, int64_t g, int64_t step) {
 
 // The scheduled hyperparameters of group g for the update at step `step`.
 struct GroupValues { double lr, weight_decay, momentum; };
+constexpr int kGroupValueFields = 3;
 
 FUSEDLR_HD GroupValues group_values(const StepArgs& a, int64_t g, int64_t step) {
   const double* row = a.groups + g * kGroupFields;
   return GroupValues{scheduled_value(a, row, kBaseLr, kProgram, g, step),
                      scheduled_value(a, row, kWeightDecay, kWeightDecayProgram, g, step),
                      scheduled_value(a, row, kMomentum, kMomentumProgram, g, step)};
+}
+
+// The end of a step and the preparation of the next, in pieces that the
+// threads of a CUDA block share out (the CPU runs them in loops).
+
+// Tensor t of the bucket received an update: count it.
+FUSEDLR_HD void count_update(const StepArgs& a, int64_t t) {
+  int64_t* count = address_as<int64_t>(a.tensors[t * kTensorFields + kStepPtr]);
+  *count = count_one_more(*count);
+}
+
+// Group g's scheduled values at `step` into the a.group_values scratch, and its
+// lr into a.next_lr when this bucket ends the step.
+FUSEDLR_HD void store_group_values(const StepArgs& a, int64_t g, int64_t step) {
+  const GroupValues v = group_values(a, g, step);
+  double* row = a.group_values + g * kGroupValueFields;
+  row[0] = v.lr;
+  row[1] = v.weight_decay;
+  row[2] = v.momentum;
+  if (a.last_bucket) a.next_lr[g] = v.lr;
+}
+
+FUSEDLR_HD GroupValues stored_group_values(const StepArgs& a, int64_t g) {
+  const double* row = a.group_values + g * kGroupValueFields;
+  return GroupValues{row[0], row[1], row[2]};
 }
 
 // opt.report(metric): one plateau step on `plateau` (a.plateau, writable),

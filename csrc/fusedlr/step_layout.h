@@ -46,7 +46,7 @@ struct StepArgs {
   int64_t num_groups;
   const double* program;
   const double* plateau;  // the optimizer's plateau buffer (plateau.h)
-  int64_t* global_step;  // schedule step of this update, advanced by finish
+  int64_t* global_step;  // schedule step of this update, advanced by the step's last bucket
   const float* grad_scale;
   const float* found_inf;
   int kind;               // OptimizerKind
@@ -54,6 +54,16 @@ struct StepArgs {
   bool maximize;
   bool nesterov;          // SGD
   bool amsgrad;           // AdamW
+  // CUDA only: the tensors' scalars for their coming update, kTensorScalarFields
+  // doubles per tensor (update_math.h), written once per step on the device,
+  double* scalars;
+  // scratch of kGroupValueFields doubles per group for writing them,
+  double* group_values;
+  // each group's lr for the next step and whether the last step was applied,
+  double* next_lr;
+  bool* applied;
+  // and whether this bucket's update is the step's last (it advances the step).
+  bool last_bucket;
 };
 
 }  // namespace fusedlr

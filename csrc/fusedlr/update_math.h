@@ -1,5 +1,9 @@
 // The per-element SGD and AdamW updates, with torch.optim's operation order,
-// and the per-tensor scalars they need (computed once per tensor, in double).
+// and the per-tensor scalars they need. The scalars of a tensor's coming update
+// are computed once (in double) into a row of kTensorScalarFields doubles: by
+// the CPU driver per chunk, and on the GPU once per step into a device table
+// that the element loop only reads. The element updates work on values in
+// registers, so the CPU loops and the vectorised CUDA loops share them.
 // Host and device code both include this: one maths source.
 #pragma once
 #include <math.h>
@@ -9,109 +13,153 @@
 #include "step_common.h"
 #include "step_layout.h"
 
-#if defined(__CUDACC__)
-#define FUSEDLR_UPD __host__ __device__ inline
-#else
-#define FUSEDLR_UPD inline
-#endif
-
 namespace fusedlr {
 
 // Multiplier applied to every raw gradient: the GradScaler unscale (torch
 // multiplies by the float reciprocal of the scale) and the maximize sign.
-FUSEDLR_UPD double grad_factor(const float* grad_scale, bool maximize) {
+FUSEDLR_HD double grad_factor(const float* grad_scale, bool maximize) {
   double factor = grad_scale ? (double)(float)(1.0 / (double)*grad_scale) : 1.0;
   return maximize ? -factor : factor;
 }
 
+// Row of a tensor's scalars for its coming update.
+enum TensorScalarField : int {
+  // SGD
+  kSgdLr = 0, kSgdWeightDecay = 1, kSgdMomentum = 2, kSgdDampeningComplement = 3,
+  kSgdHasMomentum = 4, kSgdFirstUpdate = 5,
+  // AdamW
+  kAdamDecay = 0, kAdamBeta1Complement = 1, kAdamBeta2 = 2, kAdamBeta2Complement = 3,
+  kAdamNegStepSize = 4, kAdamBias2Sqrt = 5, kAdamEps = 6,
+  kTensorScalarFields = 8,
+};
+
+// The scalars of one tensor's update: `group` is its group table row, `values`
+// the group's scheduled lr, weight decay and momentum/beta1 at this step,
+// `updates_before` how many updates the tensor received before this one.
+FUSEDLR_HD void tensor_scalars(int kind, const double* group, const GroupValues& values, int64_t updates_before,
+                               double* row) {
+  const int64_t before = updates_before > 0 ? updates_before : 0;  // a negative count reads as 0
+  if (kind == kSGD) {
+    row[kSgdLr] = values.lr;
+    row[kSgdWeightDecay] = values.weight_decay;
+    row[kSgdMomentum] = values.momentum;
+    row[kSgdDampeningComplement] = 1.0 - group[kDampening];
+    row[kSgdHasMomentum] = values.momentum != 0.0;  // torch: `if momentum != 0` at every step
+    row[kSgdFirstUpdate] = before == 0;             // torch: momentum_buffer is None
+    return;
+  }
+  const double lr = values.lr, beta1 = values.momentum, beta2 = group[kDampening];
+  const double step = (double)before + 1.0;
+  row[kAdamDecay] = 1.0 - lr * values.weight_decay;
+  row[kAdamBeta1Complement] = 1.0 - beta1;
+  row[kAdamBeta2] = beta2;
+  row[kAdamBeta2Complement] = 1.0 - beta2;
+  row[kAdamNegStepSize] = -(lr / (1.0 - pow(beta1, step)));
+  row[kAdamBias2Sqrt] = sqrt(1.0 - pow(beta2, step));
+  row[kAdamEps] = group[kEps];
+}
+
+// Tensor t's scalars for its coming update into a.scalars, from its group's
+// values in a.group_values (store_group_values) and its update count.
+FUSEDLR_HD void store_tensor_scalars(const StepArgs& a, int64_t t) {
+  const int64_t* row = a.tensors + t * kTensorFields;
+  const int64_t g = row[kGroup];
+  tensor_scalars(a.kind, a.groups + g * kGroupFields, stored_group_values(a, g),
+                 *address_as<int64_t>(row[kStepPtr]), a.scalars + t * kTensorScalarFields);
+}
+
 template <typename M>
 struct SgdScalars {
-  M grad_factor, lr, weight_decay, momentum, dampening_complement;
+  M lr, weight_decay, momentum, dampening_complement;
   bool has_momentum, first_update;
 };
 
-// `values`: the group's scheduled lr, weight decay and momentum at this step;
-// `updates_before`: how many updates this parameter received before this one.
 template <typename M>
-FUSEDLR_UPD SgdScalars<M> sgd_scalars(const double* group, const GroupValues& values, double factor,
-                                      int64_t updates_before) {
-  SgdScalars<M> s;
-  s.grad_factor = (M)factor;
-  s.lr = (M)values.lr;
-  s.weight_decay = (M)values.weight_decay;
-  s.momentum = (M)values.momentum;
-  s.dampening_complement = (M)(1.0 - group[kDampening]);
-  s.has_momentum = values.momentum != 0.0;  // torch: `if momentum != 0` at every step
-  s.first_update = updates_before <= 0;  // torch: momentum_buffer is None
-  return s;
+FUSEDLR_HD SgdScalars<M> sgd_scalars(const double* row) {
+  return SgdScalars<M>{(M)row[kSgdLr], (M)row[kSgdWeightDecay], (M)row[kSgdMomentum],
+                       (M)row[kSgdDampeningComplement], row[kSgdHasMomentum] != 0.0, row[kSgdFirstUpdate] != 0.0};
 }
 
-// torch.optim.SGD, one element: d_p = g + wd p; buf = momentum buf + (1-dampening) d_p
-// (buf = d_p on the first update); d_p = nesterov ? d_p + momentum buf : buf; p -= lr d_p.
-template <bool kNesterov, typename T, typename M>
-FUSEDLR_UPD void sgd_element(const SgdScalars<M>& s, T* param, const T* grad, T* momentum_buffer,
-                             int64_t i) {
-  M g = load_as_math(grad, i) * s.grad_factor;
-  M p = load_as_math(param, i);
+// torch.optim.SGD on one element, g already unscaled: d_p = g + wd p;
+// buf = momentum buf + (1-dampening) d_p (buf = d_p on the first update);
+// d_p = nesterov ? d_p + momentum buf : buf; p -= lr d_p. The momentum buffer
+// is reached through `buffer` (load(), store(value)) only where torch reads or
+// writes it, which also keeps the CPU loops vectorisable.
+template <bool kNesterov, typename M, typename Buffer>
+FUSEDLR_HD M sgd_math(const SgdScalars<M>& s, M g, M p, Buffer& buffer) {
   if (s.weight_decay != (M)0) g = g + s.weight_decay * p;
   if (s.has_momentum) {
-    M buf = s.first_update ? g
-                           : load_as_math(momentum_buffer, i) * s.momentum + s.dampening_complement * g;
-    store_from_math(momentum_buffer, i, buf);
+    const M buf = s.first_update ? g : buffer.load() * s.momentum + s.dampening_complement * g;
+    buffer.store(buf);
     g = kNesterov ? g + s.momentum * buf : buf;
   }
-  store_from_math(param, i, p + (-s.lr) * g);
+  return p + (-s.lr) * g;
 }
 
-template <typename M>
-struct AdamWScalars {
-  M grad_factor, decay, beta1_complement, beta2, beta2_complement, neg_step_size, bias2_sqrt, eps;
+// A momentum buffer element in memory, for sgd_math.
+template <typename T, typename M>
+struct BufferAt {
+  T* data;
+  int64_t i;
+  FUSEDLR_HD M load() const { return load_as_math(data, i); }
+  FUSEDLR_HD void store(M value) { store_from_math(data, i, value); }
 };
 
 template <typename M>
-FUSEDLR_UPD AdamWScalars<M> adamw_scalars(const double* group, const GroupValues& values, double factor,
-                                          int64_t updates_before) {
-  const double lr = values.lr, beta1 = values.momentum, beta2 = group[kDampening];
-  const double step = (double)(updates_before > 0 ? updates_before : 0) + 1.0;  // a negative count reads as 0
-  AdamWScalars<M> s;
-  s.grad_factor = (M)factor;
-  s.decay = (M)(1.0 - lr * values.weight_decay);
-  s.beta1_complement = (M)(1.0 - beta1);
-  s.beta2 = (M)beta2;
-  s.beta2_complement = (M)(1.0 - beta2);
-  s.neg_step_size = (M)(-(lr / (1.0 - pow(beta1, step))));
-  s.bias2_sqrt = (M)sqrt(1.0 - pow(beta2, step));
-  s.eps = (M)group[kEps];
-  return s;
+struct AdamWScalars {
+  M decay, beta1_complement, beta2, beta2_complement, neg_step_size, bias2_sqrt, eps;
+};
+
+template <typename M>
+FUSEDLR_HD AdamWScalars<M> adamw_scalars(const double* row) {
+  return AdamWScalars<M>{(M)row[kAdamDecay], (M)row[kAdamBeta1Complement], (M)row[kAdamBeta2],
+                         (M)row[kAdamBeta2Complement], (M)row[kAdamNegStepSize], (M)row[kAdamBias2Sqrt],
+                         (M)row[kAdamEps]};
 }
 
 // torch.lerp's formula (exact at both ends).
 template <typename M>
-FUSEDLR_UPD M lerp_math(M from, M to, M weight) {
+FUSEDLR_HD M lerp_math(M from, M to, M weight) {
   return weight < (M)0.5 ? from + weight * (to - from) : to - (to - from) * ((M)1 - weight);
 }
 
-// torch.optim.AdamW, one element (maths in registers, rounded to T only when
-// stored, like torch's fused kernels): p *= 1 - lr wd; m = lerp(m, g, 1-beta1);
-// v = beta2 v + (1-beta2) g g; [vmax = max(vmax, v)];
-// p += -lr/bc1 * m / (sqrt(v or vmax)/sqrt(bc2) + eps).
-template <bool kAmsgrad, typename T, typename M>
-FUSEDLR_UPD void adamw_element(const AdamWScalars<M>& s, T* param, const T* grad, T* exp_avg,
-                               T* exp_avg_sq, T* max_exp_avg_sq, int64_t i) {
-  const M g = load_as_math(grad, i) * s.grad_factor;
-  const M p = load_as_math(param, i) * s.decay;
-  const M m = lerp_math(load_as_math(exp_avg, i), g, s.beta1_complement);
-  const M v = load_as_math(exp_avg_sq, i) * s.beta2 + s.beta2_complement * g * g;
-  store_from_math(exp_avg, i, m);
-  store_from_math(exp_avg_sq, i, v);
+// torch.optim.AdamW on one element, g already unscaled (maths in registers,
+// rounded to the storage type only when stored, like torch's fused kernels):
+// p *= 1 - lr wd; m = lerp(m, g, 1-beta1); v = beta2 v + (1-beta2) g g;
+// [vmax = max(vmax, v)]; p += -lr/bc1 * m / (sqrt(v or vmax)/sqrt(bc2) + eps).
+template <bool kAmsgrad, typename M>
+FUSEDLR_HD void adamw_math(const AdamWScalars<M>& s, M g, M& p, M& m, M& v, M& vmax) {
+  p = p * s.decay;
+  m = lerp_math(m, g, s.beta1_complement);
+  v = v * s.beta2 + s.beta2_complement * g * g;
   M second = v;
   if (kAmsgrad) {
-    const M old_max = load_as_math(max_exp_avg_sq, i);
-    second = old_max > v ? old_max : v;
-    store_from_math(max_exp_avg_sq, i, second);
+    vmax = vmax > v ? vmax : v;
+    second = vmax;
   }
   const M denom = sqrt(second) / s.bias2_sqrt + s.eps;
-  store_from_math(param, i, p + s.neg_step_size * m / denom);
+  p = p + s.neg_step_size * m / denom;
+}
+
+// The element updates on memory, one element at a time (the CPU loops and the
+// CUDA kernels' unaligned path).
+template <bool kNesterov, typename T, typename M>
+FUSEDLR_HD void sgd_element(const SgdScalars<M>& s, M factor, T* param, const T* grad, T* momentum_buffer,
+                            int64_t i) {
+  BufferAt<T, M> buffer{momentum_buffer, i};
+  store_from_math(param, i, sgd_math<kNesterov>(s, load_as_math(grad, i) * factor, load_as_math(param, i), buffer));
+}
+
+template <bool kAmsgrad, typename T, typename M>
+FUSEDLR_HD void adamw_element(const AdamWScalars<M>& s, M factor, T* param, const T* grad, T* exp_avg,
+                              T* exp_avg_sq, T* max_exp_avg_sq, int64_t i) {
+  M p = load_as_math(param, i), m = load_as_math(exp_avg, i), v = load_as_math(exp_avg_sq, i);
+  M vmax = kAmsgrad ? load_as_math(max_exp_avg_sq, i) : (M)0;
+  adamw_math<kAmsgrad>(s, load_as_math(grad, i) * factor, p, m, v, vmax);
+  store_from_math(exp_avg, i, m);
+  store_from_math(exp_avg_sq, i, v);
+  if (kAmsgrad) store_from_math(max_exp_avg_sq, i, vmax);
+  store_from_math(param, i, p);
 }
 
 }  // namespace fusedlr

@@ -46,6 +46,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._plan = StepPlan()
         self._layout = None
         self._constructing = True  # schedules may be written for groups not added yet
+        #: set when torch.compile traced step(): the compiled step's own counter writes bump its version
+        self._compiled_steps = False
         super().__init__(params, defaults)
         self._constructing = False
         self._refresh_tables()  # checks every schedule now, and a compiled step finds the tables ready
@@ -191,11 +193,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         if ds is None:
             counters = [d for d in self._devices.values() if d.device.type != "meta"]
             ds = self._devices[device] = DeviceState(device, counters[0].step if counters else None)
+            compiled_step.register_device_state(ds)
         return ds
 
     def _check_backend_fits(self, p: torch.Tensor, where: str) -> None:
         forced = self._forced_backend
-        if forced in ("cpu", "cuda") and p.device.type != forced:
+        needs = {"cpu": "cpu", "cuda": "cuda", "emulated": "cpu"}.get(forced)
+        if needs is not None and p.device.type != needs:
             raise ValueError(f"{where}: backend={forced!r} cannot update a param on {p.device}; "
                              "use backend=None (automatic) or 'reference'")
 
@@ -221,10 +225,11 @@ class FusedOptimizer(torch.optim.Optimizer):
             scale = _on(grad_scale, device)
             inf = _on(found_inf, device)
             buckets = work.get(device, [])
-            if self._backend_of(device) == "reference":
+            backend = self._backend_of(device)
+            if backend == "reference":
                 reference_backend.run(ds, buckets, self.kind, self.param_groups, scale, inf)
             else:
-                native_backend.run(ds, buckets, self.kind, len(self.param_groups), scale, inf)
+                native_backend.run(ds, buckets, self.kind, len(self.param_groups), scale, inf, backend)
         return loss
 
     def _backend_of(self, device: torch.device) -> str:
@@ -245,11 +250,14 @@ class FusedOptimizer(torch.optim.Optimizer):
                                "opt.upload_hyperparameters() before capturing a CUDA graph or outside the "
                                "compiled function")
 
-    def _take_up_counter_writes(self) -> None:
+    def _take_up_counter_writes(self, always: bool = False) -> None:
         """After ``opt.step_count.fill_(n)`` (seen by its version counter, so no
         sync otherwise): check n once, copy it to the other devices' counters
-        and recompute the next lrs."""
-        written = [ds for ds in self._devices.values() if ds.step_written_by_user()]
+        and recompute the next lrs. Once steps were compiled (their counter
+        writes bump the version too) only when ``always``."""
+        if self._compiled_steps and not always:
+            return
+        written = [ds for ds in self._devices.values() if always or ds.step_written_by_user()]
         if not written:
             return
         count = int(written[0].step)
@@ -288,7 +296,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         momentum, dampening, betas, eps, a new schedule of the same shape, e.g.
         warmup_stable_decay with a new decay start) and write them into the device
         tables in place. step() does this itself; call it between CUDA graph
-        replays, whose captured kernels read those tables.
+        replays, whose captured kernels read those tables, and after writing
+        ``step_count`` when steps run in a CUDA graph or under torch.compile.
 
         Raises RuntimeError (after applying the edit) when it changed what a
         captured graph holds: a mode (nesterov, maximize, amsgrad), momentum
@@ -296,7 +305,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         such edits, like adding params, need the graph to be captured again."""
         addresses = self._table_addresses()
         plan = self._plan.work
-        self._refresh_tables()
+        self._take_up_counter_writes(always=True)
+        self._ready_tables()
+        for device, ds in self._devices.items():  # the CUDA kernels' values for the next update
+            native_backend.prepare(ds, plan.get(device, []), self.kind, len(self.param_groups),
+                                   self._backend_of(device))
         if self._table_addresses() != addresses or self._plan.work is not plan:
             raise RuntimeError("the param_group edit changed the step's layout (a mode, new state, or a schedule "
                                "of another shape); it is applied for eager steps, but a captured CUDA graph must "
@@ -313,10 +326,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Feed a validation metric to the ``Plateau`` in the groups' schedules:
         torch ReduceLROnPlateau.step(metric) semantics, run on the device (its
         state lives there), so it never syncs and may sit inside a captured
-        CUDA graph or a compiled function. ``metric``: a one-element tensor
-        (ideally on the params' device; a Python number costs a host-to-device
-        copy and is frozen by graph capture). The reduced lr applies from the
-        next step and shows in ``current_lr``."""
+        CUDA graph or a compiled function. ``metric``: a one-element tensor,
+        ideally on the params' device (a Python number goes to the kernel as
+        an argument, with no copy, and is frozen by graph capture). The reduced
+        lr applies from the next step and shows in ``current_lr``."""
         self._ready_tables()
         if isinstance(metric, torch.Tensor):
             if metric.numel() != 1:
@@ -329,13 +342,22 @@ class FusedOptimizer(torch.optim.Optimizer):
             if ds.plateau_schedule is None:
                 raise RuntimeError("report() needs a fusedlr.schedules.Plateau in a param group's schedule "
                                    "(e.g. schedule=Plateau(...) or from_torch(ReduceLROnPlateau(...)))")
-            value = torch.as_tensor(metric).detach().to(device=device, dtype=torch.float64).reshape(())
-            if self._backend_of(device) == "reference":
+            backend = self._backend_of(device)
+            number = not isinstance(metric, torch.Tensor)
+            if backend == "reference" or not number or torch.compiler.is_compiling():
+                value = torch.as_tensor(metric).detach().to(device=device, dtype=torch.float64).reshape(())
+            if backend == "reference":
                 plateau_buffer.reference_report(ds.plateau, ds.plateau_schedule, value, ds.base_lrs)
                 ds.next_lr.copy_(ds.lrs_at(self.param_groups, ds.step))
-            else:
+            elif torch.compiler.is_compiling():
                 torch.ops.fusedlr.plateau_report(ds.plateau, ds.next_lr, value, ds.groups, ds.program, ds.step,
-                                                 len(self.param_groups))
+                                                 len(self.param_groups), backend)
+            else:
+                compiled_step.native_report(ds.plateau, ds.next_lr, None if number else value,
+                                            float(metric) if number else 0.0, ds.groups, ds.program, ds.step,
+                                            len(self.param_groups), backend)
+                native_backend.prepare(ds, self._plan.work.get(device, []), self.kind, len(self.param_groups),
+                                       backend)
 
     # ---- what users read --------------------------------------------------
     def _primary(self) -> DeviceState:

@@ -10,6 +10,7 @@ is traced as it is.
 """
 # (no `from __future__ import annotations`: older torch.library reads the op
 # schemas from real annotation objects)
+import weakref
 from typing import Optional
 
 import torch
@@ -24,30 +25,40 @@ _ENTRY_FIELDS = 5
 # bucket_info holds, per bucket: maximize, nesterov, amsgrad.
 _BUCKET_FIELDS = 3
 
-# Pointer tables of recent native_step calls, keyed on the addresses they hold,
-# so replaying a compiled step does not rebuild them (bounded: one per layout).
-_TABLE_CACHE: dict = {}
-_TABLE_CACHE_SIZE = 64
+# Each optimizer's kept tables for its compiled steps, found from the address of
+# its step counter and dropped with its DeviceState (never evicted while it
+# lives: a graph captured from a compiled step keeps using them).
+_TABLES_BY_COUNTER: dict = {}
+
+
+def register_device_state(ds) -> None:
+    """Make ``ds.compiled_tables`` the cache of its compiled steps, for as long as ``ds`` lives."""
+    key = ds.step.data_ptr()
+    _TABLES_BY_COUNTER[key] = ds.compiled_tables
+    weakref.finalize(ds, _TABLES_BY_COUNTER.pop, key, None)
 
 
 class _DeviceTables:
     """The DeviceState fields native_backend.run reads."""
 
-    def __init__(self, step, next_lr, applied, groups, program, plateau):
+    def __init__(self, step, next_lr, applied, groups, program, plateau, group_values, generation):
         self.device = step.device
         self.step, self.next_lr, self.applied = step, next_lr, applied
-        self.groups, self.program, self.plateau = groups, program, plateau
+        self.groups, self.program, self.plateau, self.group_values = groups, program, plateau, group_values
+        self.generation = generation
 
 
 @torch.library.custom_op("fusedlr::native_step", mutates_args=("params", "states", "steps", "global_step", "next_lr",
-                                                                   "applied"))
+                                                                   "applied", "group_values"))
 def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: list[torch.Tensor],
                 steps: list[torch.Tensor], global_step: torch.Tensor, next_lr: torch.Tensor,
                 applied: torch.Tensor, groups: torch.Tensor, program: torch.Tensor, plateau: torch.Tensor,
-                grad_scale: Optional[torch.Tensor],
+                group_values: torch.Tensor, grad_scale: Optional[torch.Tensor],
                 found_inf: Optional[torch.Tensor], entry_info: list[int], bucket_info: list[int],
-                kind: str, num_groups: int) -> None:
-    """One device's optimizer step on the native kernel (see native_backend.run)."""
+                kind: str, num_groups: int, backend: str, generation: int) -> None:
+    """One device's optimizer step on the native kernel (see native_backend.run).
+    ``generation``: the DeviceState's, so the CUDA kernels' per-tensor values
+    are rewritten after the tables changed (a new value recompiles)."""
     buckets = [Bucket(global_step.device, torch.float32, *map(bool, bucket_info[b:b + _BUCKET_FIELDS]))
                for b in range(0, len(bucket_info), _BUCKET_FIELDS)]
     for i, (p, g, step) in enumerate(zip(params, grads, steps)):
@@ -56,49 +67,63 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
         entry_states = tuple(states[s] if s >= 0 else None for s in slots)
         buckets[bucket].dtype = p.dtype
         buckets[bucket].entries.append(Entry(p, work, g.contiguous(), entry_states, step, group, ""))
+    cache = _TABLES_BY_COUNTER[global_step.data_ptr()]
+    device_kernels = backend in _native.DEVICE_KERNEL_BACKENDS
     for bucket in buckets:
-        bucket.native = _cached_tables(bucket)
-    tables = _DeviceTables(global_step, next_lr, applied, groups, program, plateau)
-    native_backend.run(tables, [b for b in buckets if b.entries], kind, num_groups, grad_scale, found_inf)
+        bucket.native = _cached_tables(cache, bucket, device_kernels)
+        if generation < 0:
+            bucket.native.prepared = None  # prepare the next update's values in every step
+    tables = _DeviceTables(global_step, next_lr, applied, groups, program, plateau, group_values, generation)
+    native_backend.run(tables, [b for b in buckets if b.entries], kind, num_groups, grad_scale, found_inf, backend)
 
 
 @native_step.register_fake
-def _(params, grads, states, steps, global_step, next_lr, applied, groups, program, plateau, grad_scale, found_inf,
-      entry_info, bucket_info, kind, num_groups) -> None:
+def _(params, grads, states, steps, global_step, next_lr, applied, groups, program, plateau, group_values, grad_scale,
+      found_inf, entry_info, bucket_info, kind, num_groups, backend, generation) -> None:
     return None
+
+
+def native_report(plateau: torch.Tensor, next_lr: torch.Tensor, metric: Optional[torch.Tensor], metric_value: float,
+                  groups: torch.Tensor, program: torch.Tensor, global_step: torch.Tensor, num_groups: int,
+                  backend: str) -> None:
+    """opt.report on a native kernel: the plateau step, then the next lrs. The
+    metric is a float64 tensor on the device, or (metric None) a number handed
+    to the kernel as an argument."""
+    args = dict(groups=groups.data_ptr(), num_groups=num_groups, program=program.data_ptr(),
+                plateau=plateau.data_ptr(), global_step=global_step.data_ptr(), next_lr=next_lr.data_ptr())
+    if backend == "cpu":
+        value = torch.tensor(metric_value, dtype=torch.float64) if metric is None else metric
+        _native.cpu_module.plateau_report(metric=value.data_ptr(), **args)
+        return
+    location = (plateau.device.index, torch.cuda.current_stream(plateau.device).cuda_stream) \
+        if plateau.device.type == "cuda" else (0, 0)
+    _native.module_of(backend).plateau_report(*location, metric=0 if metric is None else metric.data_ptr(),
+                                              metric_value=metric_value, **args)
 
 
 @torch.library.custom_op("fusedlr::plateau_report", mutates_args=("plateau", "next_lr"))
 def plateau_report(plateau: torch.Tensor, next_lr: torch.Tensor, metric: torch.Tensor, groups: torch.Tensor,
-                   program: torch.Tensor, global_step: torch.Tensor, num_groups: int) -> None:
-    """opt.report(metric) on the native kernel: the plateau step, then the next lrs."""
-    args = dict(groups=groups.data_ptr(), num_groups=num_groups, program=program.data_ptr(),
-                plateau=plateau.data_ptr(), global_step=global_step.data_ptr(), metric=metric.data_ptr(),
-                next_lr=next_lr.data_ptr())
-    if plateau.device.type == "cuda":
-        _native.cuda_module.plateau_report(plateau.device.index, torch.cuda.current_stream(plateau.device).cuda_stream,
-                                           **args)
-    else:
-        _native.cpu_module.plateau_report(**args)
+                   program: torch.Tensor, global_step: torch.Tensor, num_groups: int, backend: str) -> None:
+    """opt.report(metric) on the native kernel, traceable by torch.compile. The
+    CUDA kernels' per-tensor values of the next update are rewritten by the
+    compiled step, which prepares them every step when a plateau is used."""
+    native_report(plateau, next_lr, metric, 0.0, groups, program, global_step, num_groups, backend)
 
 
 @plateau_report.register_fake
-def _(plateau, next_lr, metric, groups, program, global_step, num_groups) -> None:
+def _(plateau, next_lr, metric, groups, program, global_step, num_groups, backend) -> None:
     return None
 
 
-def _cached_tables(bucket: Bucket):
+def _cached_tables(cache: dict, bucket: Bucket, device_kernels: bool):
     """A kept native table for the same tensors (native_backend rewrites the
     grad column itself when only grads moved)."""
     key = (bucket.device, bucket.dtype, tuple(
         (e.work.data_ptr(), e.step.data_ptr(), e.work.numel(), e.group,
          *(s.data_ptr() if s is not None else 0 for s in e.states)) for e in bucket.entries))
-    tables = _TABLE_CACHE.get(key)
+    tables = cache.get(key)
     if tables is None:
-        tables = native_backend.build_tables(bucket)
-        if len(_TABLE_CACHE) >= _TABLE_CACHE_SIZE:
-            _TABLE_CACHE.pop(next(iter(_TABLE_CACHE)))
-        _TABLE_CACHE[key] = tables
+        tables = cache[key] = native_backend.build_tables(bucket, device_kernels)
     return tables
 
 
@@ -107,10 +132,12 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
     without the eager caches, then one ``fusedlr::native_step`` per device (or the
     reference maths, traced)."""
     work = collect(optimizer)
+    optimizer._compiled_steps = True
     for device, ds in optimizer._devices.items():
         buckets = work.get(device, [])
         scale, inf = on_device(grad_scale, device), on_device(found_inf, device)
-        if backend_of(device) == "reference":
+        backend = backend_of(device)
+        if backend == "reference":
             reference_backend.run(ds, buckets, optimizer.kind, optimizer.param_groups, scale, inf)
             continue
         params, grads, states, steps, entry_info, bucket_info = [], [], [], [], [], []
@@ -126,6 +153,10 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
                 params.append(e.param)
                 grads.append(e.grad)
                 steps.append(e.step)
+        # the CUDA kernels' per-tensor values follow the tables' generation; with
+        # a plateau a report may change them between steps, so they are prepared every step
+        generation = 0 if backend not in _native.DEVICE_KERNEL_BACKENDS else \
+            -1 if ds.plateau_schedule is not None else ds.generation
         torch.ops.fusedlr.native_step(params, grads, states, steps, ds.step, ds.next_lr, ds.applied, ds.groups,
-                                      ds.program, ds.plateau, scale, inf, entry_info, bucket_info, optimizer.kind,
-                                      len(optimizer.param_groups))
+                                      ds.program, ds.plateau, ds.group_values, scale, inf, entry_info, bucket_info,
+                                      optimizer.kind, len(optimizer.param_groups), backend, generation)

@@ -1,7 +1,8 @@
 """What an optimizer keeps on each device it updates: the int64 schedule step,
 the group table and packed schedules (re-uploaded only when a group's
-hyperparameters or schedule change), the plateau buffer and the groups'
-next lrs."""
+hyperparameters or schedule change), the plateau buffer, the groups' next lrs
+and the scratch where the CUDA kernels write the groups' values for the next
+step."""
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,11 @@ class DeviceState:
         #: whether the last step was applied (False: skipped by GradScaler)
         self.applied = torch.ones((), dtype=torch.bool, device=device)
         self.key = None
-        self.groups = self.program = self.base_lrs = self.next_lr = self.plateau = None
+        #: counts refreshes: per-tensor values the CUDA kernels derived from older tables are stale
+        self.generation = 0
+        self.groups = self.program = self.base_lrs = self.next_lr = self.plateau = self.group_values = None
+        #: native tables of the compiled step, kept as long as the optimizer (see compiled_step)
+        self.compiled_tables: dict = {}
         #: the Plateau the groups' schedules hold (None: opt.report() has nothing to drive)
         self.plateau_schedule = None
 
@@ -52,7 +57,11 @@ class DeviceState:
         self.plateau_schedule = plateau_buffer.find_plateau(param_groups, HYPER_SCHEDULES[kind].values())
         self.plateau = plateau_buffer.refreshed(self.plateau, self.plateau_schedule, len(param_groups), self.device)
         self.next_lr = self._overwrite(self.next_lr, self.lrs_at(param_groups, self.step))
+        fields = _native.format_constants().GROUP_VALUE_FIELDS
+        if self.group_values is None or self.group_values.shape[0] != len(param_groups):
+            self.group_values = torch.zeros(len(param_groups), fields, dtype=torch.float64, device=self.device)
         self.key = key
+        self.generation += 1
 
     def lrs_at(self, param_groups: list[dict], step: torch.Tensor) -> torch.Tensor:
         """The groups' lrs at ``step`` (reference maths, tensor ops, no host sync)."""

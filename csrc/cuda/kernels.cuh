@@ -1,0 +1,196 @@
+// The multi-tensor CUDA kernels of one optimizer step. Device code only, free
+// of the CUDA runtime API: optimizer_step.cu compiles it for the GPU, and
+// emulation/emulated_step.cpp compiles the same source for the CPU (with
+// emulation/cuda_emulation.h standing in for CUDA's built-ins), so CI runs
+// these very kernels, under ThreadSanitizer too, on machines without a GPU.
+//
+// One launch per step and bucket: blocks stride over a chunk table of
+// (tensor, first element) pairs, each chunk's elements updated with the
+// tensor's scalars from a table written in the previous step; the last block
+// to finish counts the updates, advances the step (when its bucket is the
+// step's last) and writes the scalars of the next update, evaluating the
+// groups' schedules once for the step.
+#pragma once
+#include <stdint.h>
+
+#include "fusedlr/step_common.h"
+#include "fusedlr/update_math.h"
+
+namespace fusedlr {
+namespace kernels {
+
+constexpr int kThreads = 256;  // threads per block on the GPU
+// at least 4 blocks of 256 threads per SM: at most 64 registers per thread
+constexpr int kMinBlocksPerSM = 4;
+
+// Work of one update launch: chunk k covers elements [chunks[2k+1],
+// chunks[2k+1] + chunk_size) of tensor chunks[2k] (clipped to its numel).
+struct ChunkArgs {
+  const int64_t* chunks;
+  int64_t num_chunks;
+  int64_t chunk_size;
+  unsigned int* blocks_done;  // 0 between launches: the last block resets it
+};
+
+enum StepKernelMode : int {
+  kPrepare = 0,  // write the tensors' scalars for an update at the current step
+  kEndStep = 1,  // count a step with no update launch (no param had a grad), then prepare
+};
+
+// 16 bytes of T, moved with one 128-bit global load or store.
+template <typename T>
+struct Pack {
+  static constexpr int kSize = 16 / sizeof(T);
+  T v[kSize];
+};
+
+// Element j of a momentum buffer pack (loaded only when the update reads it), for sgd_math.
+template <typename T, typename M>
+struct BufferInPack {
+  Pack<T>& pack;
+  int j;
+  __device__ __forceinline__ M load() const { return load_as_math(pack.v, j); }
+  __device__ __forceinline__ void store(M value) { store_from_math(pack.v, j, value); }
+};
+
+template <typename T>
+__device__ __forceinline__ Pack<T> load_pack(const T* p) {
+  union { uint4 raw; Pack<T> pack; } u;
+  u.raw = __ldcs(reinterpret_cast<const uint4*>(p));  // streamed: read once per step
+  return u.pack;
+}
+
+template <typename T>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T>& value) {
+  union { uint4 raw; Pack<T> pack; } u;
+  u.pack = value;
+  __stcs(reinterpret_cast<uint4*>(p), u.raw);
+}
+
+// Elements [begin, end) of one tensor: 16-byte packs when every pointer is
+// 16-byte aligned (the chunk start is a multiple of the pack size), one
+// element at a time for the rest.
+template <typename T, int kKind, bool kFlag>
+__device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* row, const double* scalars,
+                                             int64_t begin, int64_t end, typename math_type<T>::type factor) {
+  using M = typename math_type<T>::type;
+  constexpr int kPack = Pack<T>::kSize;
+  T* __restrict__ param = address_as<T>(row[kParamPtr]);
+  const T* __restrict__ grad = address_as<const T>(row[kGradPtr]);
+  T* __restrict__ s0 = address_as<T>(row[kState0Ptr]);
+  T* __restrict__ s1 = address_as<T>(row[kState1Ptr]);
+  T* __restrict__ s2 = address_as<T>(row[kState2Ptr]);
+  const bool aligned =
+      ((row[kParamPtr] | row[kGradPtr] | row[kState0Ptr] | row[kState1Ptr] | row[kState2Ptr]) & 15) == 0;
+  const int64_t packed_end = aligned ? begin + (end - begin) / kPack * kPack : begin;
+  const int64_t first = begin + (int64_t)threadIdx.x * kPack, stride = (int64_t)blockDim.x * kPack;
+  if (kKind == kSGD) {
+    const SgdScalars<M> s = sgd_scalars<M>(scalars);
+    const bool reads_buffer = s.has_momentum && !s.first_update;
+    for (int64_t i = first; i < packed_end; i += stride) {
+      Pack<T> p = load_pack(param + i), buf = {};
+      const Pack<T> g = load_pack(grad + i);
+      if (reads_buffer) buf = load_pack(s0 + i);
+#pragma unroll
+      for (int j = 0; j < kPack; ++j) {
+        BufferInPack<T, M> buffer{buf, j};
+        store_from_math(p.v, j, sgd_math<kFlag>(s, load_as_math(g.v, j) * factor, load_as_math(p.v, j), buffer));
+      }
+      if (s.has_momentum) store_pack(s0 + i, buf);
+      store_pack(param + i, p);
+    }
+    for (int64_t i = packed_end + threadIdx.x; i < end; i += blockDim.x)
+      sgd_element<kFlag>(s, factor, param, grad, s0, i);
+  } else {
+    const AdamWScalars<M> s = adamw_scalars<M>(scalars);
+    for (int64_t i = first; i < packed_end; i += stride) {
+      Pack<T> p = load_pack(param + i), m = load_pack(s0 + i), v = load_pack(s1 + i), vmax = {};
+      const Pack<T> g = load_pack(grad + i);
+      if (kFlag) vmax = load_pack(s2 + i);
+#pragma unroll
+      for (int j = 0; j < kPack; ++j) {
+        M pj = load_as_math(p.v, j), mj = load_as_math(m.v, j), vj = load_as_math(v.v, j);
+        M vmaxj = load_as_math(vmax.v, j);
+        adamw_math<kFlag>(s, load_as_math(g.v, j) * factor, pj, mj, vj, vmaxj);
+        store_from_math(p.v, j, pj);
+        store_from_math(m.v, j, mj);
+        store_from_math(v.v, j, vj);
+        store_from_math(vmax.v, j, vmaxj);
+      }
+      store_pack(s0 + i, m);
+      store_pack(s1 + i, v);
+      if (kFlag) store_pack(s2 + i, vmax);
+      store_pack(param + i, p);
+    }
+    for (int64_t i = packed_end + threadIdx.x; i < end; i += blockDim.x)
+      adamw_element<kFlag>(s, factor, param, grad, s0, s1, s2, i);
+  }
+}
+
+// The end of a step (mode kEndStep, or the last block of an update) or the
+// preparation of the next update (kPrepare), by the threads of one block:
+// count the bucket's updates when `applied`, evaluate every group's values at
+// the step the next update runs at, then write each tensor's scalars for it.
+// The step's last bucket also advances the step and says whether it was applied.
+__device__ __forceinline__ void end_step(const StepArgs& a, bool count, bool applied) {
+  const int64_t step = *a.global_step;
+  const bool advances = count && applied;
+  const int64_t next = advances ? count_one_more(step) : step;
+  for (int64_t t = threadIdx.x; advances && t < a.num_tensors; t += blockDim.x) count_update(a, t);
+  for (int64_t g = threadIdx.x; g < a.num_groups; g += blockDim.x) store_group_values(a, g, next);
+  __syncthreads();  // every group's values (and every step read above) before they are used or written
+  for (int64_t t = threadIdx.x; t < a.num_tensors; t += blockDim.x) store_tensor_scalars(a, t);
+  if (count && a.last_bucket && threadIdx.x == 0) {
+    *a.global_step = next;
+    *a.applied = applied;
+  }
+}
+
+template <typename T, int kKind, bool kFlag>
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM) update_kernel(StepArgs a, ChunkArgs c) {
+  using M = typename math_type<T>::type;
+  const bool applied = !step_is_skipped(a);
+  if (applied) {
+    const M factor = (M)grad_factor(a.grad_scale, a.maximize);
+    for (int64_t k = blockIdx.x; k < c.num_chunks; k += gridDim.x) {
+      const int64_t t = c.chunks[2 * k], begin = c.chunks[2 * k + 1];
+      const int64_t* row = a.tensors + t * kTensorFields;
+      const int64_t end = begin + c.chunk_size < row[kNumel] ? begin + c.chunk_size : row[kNumel];
+      update_chunk<T, kKind, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, end, factor);
+    }
+  }
+  // The last block to finish ends the step: the fences make every block's
+  // writes visible before it counts itself done, and to the last block after.
+  __shared__ bool last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(c.blocks_done, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  end_step(a, true, applied);
+  if (threadIdx.x == 0) *c.blocks_done = 0;  // ready for the next launch (or graph replay)
+}
+
+// One block: end_step outside an update launch.
+__global__ void __launch_bounds__(kThreads) step_kernel(StepArgs a, int mode) {
+  end_step(a, mode == kEndStep, !step_is_skipped(a));
+}
+
+__global__ void plateau_report_kernel(StepArgs a, const double* metric, double metric_value, double* next_lr) {
+  if (blockIdx.x == 0 && threadIdx.x == 0)
+    report_plateau(a, const_cast<double*>(a.plateau), metric ? *metric : metric_value, next_lr);
+}
+
+// Values per write_column launch: 2 KB of kernel parameters, within the 4 KB limit.
+constexpr int kColumnBatch = 256;
+struct ColumnBatch { int64_t values[kColumnBatch]; };
+
+__global__ void write_column_kernel(int64_t* column, int64_t stride, int64_t count, ColumnBatch batch) {
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) column[i * stride] = batch.values[i];
+}
+
+}  // namespace kernels
+}  // namespace fusedlr
