@@ -25,6 +25,13 @@ have numpy || missing+=(numpy)
 case ",$extra," in *,test,*) have pytest || missing+=(pytest); have hypothesis || missing+=(hypothesis);; esac
 case ",$extra," in *,plot,*) have matplotlib || missing+=(matplotlib);; esac
 [ ${#missing[@]} -eq 0 ] || pip install -q "${missing[@]}"
+# with nvcc, the tests read the built kernels' SASS: cuobjdump and nvdisasm come
+# from NVIDIA's wheels where the toolkit lacks them (best effort: offline is fine)
+if case ",$extra," in *,test,*) true;; *) false;; esac && { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; }; then
+  { command -v cuobjdump >/dev/null && command -v nvdisasm >/dev/null; } \
+    || python -c "import glob,sysconfig,sys; sys.exit(not glob.glob(sysconfig.get_paths()['purelib'] + '/nvidia/*/bin/nvdisasm'))" \
+    || pip install -q nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm || echo "setup: no cuobjdump/nvdisasm: the SASS tests will skip"
+fi
 
 # no build isolation: compile against the torch in this environment
 pip install -q --no-build-isolation --no-deps .
