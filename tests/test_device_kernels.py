@@ -110,7 +110,7 @@ def test_compiled_step_tables_live_as_long_as_their_optimizer():
 
     opt = fusedlr.AdamW([torch.nn.Parameter(torch.randn(3))])
     key = opt.step_count.data_ptr()
-    assert compiled_step._TABLES_BY_COUNTER[key] is opt._devices[torch.device("cpu")].compiled_tables
+    assert compiled_step._TABLES_BY_COUNTER[key][0] is opt._devices[torch.device("cpu")].compiled_tables
     del opt
     gc.collect()
     assert key not in compiled_step._TABLES_BY_COUNTER

@@ -308,6 +308,22 @@ BAD_CHECKPOINTS = {
                                    ValueError, "no param group lists"),
     "an unknown schedule type": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("fusedlr", "schedules", 0, "type"),
                                                "os.system"), ValueError, "unknown type 'os.system'"),
+    # stored schedules are rebuilt through their constructors: nothing malformed reaches the evaluator
+    "an empty stored Chain": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("fusedlr", "schedules", 0),
+                                            {"type": "Chain", "fields": {"schedules": []}}),
+                              ValueError, r"node 0 \(Chain\) is invalid: schedules must hold at least one"),
+    "stored Piecewise factors that do not fit": (
+        lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("fusedlr", "schedules", 0),
+                      {"type": "MultiStep", "fields": {"milestones": [3], "gamma": 0.5, "boundaries": [3.0, 5.0, 7.0],
+                                                        "factors": [1.0]}}),
+        ValueError, r"node 0 \(MultiStep\) is invalid: factors must have"),
+    "stored OneCycle phases that do not fit": (
+        lambda: _with(_stepped(fusedlr.AdamW, schedule=S.OneCycle(0.1, 100)).state_dict(),
+                      ("fusedlr", "schedules", 0, "fields", "phase_ends"), list(range(100))),
+        ValueError, r"node 0 \(OneCycle\) is invalid: a 2-phase cycle needs"),
+    "a stored negative T_max": (lambda: _with(_stepped(fusedlr.AdamW, schedule=S.Cosine(10)).state_dict(),
+                                              ("fusedlr", "schedules", 0, "fields", "T_max"), -3.0),
+                                ValueError, "T_max must be in"),
 }
 
 
@@ -483,3 +499,106 @@ def test_a_meta_param_first_does_not_break_construction():
     meta, real = torch.nn.Parameter(torch.zeros(3, device="meta")), torch.nn.Parameter(torch.zeros(3))
     opt = fusedlr.SGD([meta, real], lr=0.1, backend="reference")
     assert opt.step_count.device.type == "meta"
+
+
+# ---- changes the kept step plan must notice (found in review) ---------------------------
+def _moved_across_groups(opt, params):
+    first, second = opt.param_groups
+    second["params"].insert(0, first["params"].pop())  # same flat order, another group
+
+
+def _transposed_in_place(opt, params):
+    square = next(p for p in params if p.dim() == 2 and p.shape[0] == p.shape[1])
+    square.data = square.data.t()  # same storage and shape, no longer contiguous
+
+
+def _counter_reset_in_place(opt, params):
+    """Adam's moments and step count reset in place (torch's SGD keeps no count)."""
+    for st in opt.state.values():
+        if "exp_avg" in st:
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                st[key].zero_()
+
+
+@pytest.mark.parametrize("edit", [_moved_across_groups, _transposed_in_place, _counter_reset_in_place])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_kept_step_plans_notice_what_torch_would_see(edit, name, backend):
+    torch_cls, fused_cls, kwargs = OPTIMIZERS[name]
+    base = make_params(shapes=[(6, 6), (5,), (40_000,), (3, 4)])
+    tp, fp = clone_params(base), clone_params(base, device_for(backend))
+    groups = lambda ps: [{"params": ps[:2]}, {"params": ps[2:], "lr": kwargs["lr"] * 3, "weight_decay": 0.0}]  # noqa: E731
+    t_opt, f_opt = torch_cls(groups(tp), **kwargs), fused_cls(groups(fp), backend=backend, **kwargs)
+    for step in range(8):
+        if step == 5:  # every param had a grad in step 4 too (param 1 has none every third step): a kept plan
+            edit(t_opt, tp)
+            edit(f_opt, fp)
+        grads = grads_for_step(base, step)
+        set_grads(tp, grads)
+        set_grads(fp, grads)
+        t_opt.step()
+        f_opt.step()
+    _assert_close(tp, fp)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_state_storage_replaced_in_place_is_followed(name, backend):
+    """``state[k].data = ...`` (the state-offloading idiom) keeps the tensor and
+    frees its storage: the kernels must not write the old one (a crash when
+    they did, hence the subprocess)."""
+    returncode, stdout, stderr = _run_isolated(f"""
+        import torch, fusedlr
+        torch.manual_seed(0)
+        params = [[torch.nn.Parameter(torch.randn(50_000)), torch.nn.Parameter(torch.randn(7, 3))] for _ in range(2)]
+        for p, q in zip(*params):
+            q.data.copy_(p.data)
+        kwargs = dict(lr=0.05, momentum=0.9) if {name!r} == "sgd" else dict(lr=1e-2)
+        t_opt = getattr(torch.optim, {OPTIMIZERS[name][0].__name__!r})(params[0], **kwargs)
+        f_opt = getattr(fusedlr, {OPTIMIZERS[name][1].__name__!r})(params[1], backend={backend!r}, **kwargs)
+        for step in range(6):
+            if step == 3:
+                for opt in (t_opt, f_opt):
+                    for st in opt.state.values():
+                        for key in ("exp_avg", "momentum_buffer"):
+                            if st.get(key) is not None:
+                                st[key].data = st[key].data.clone()
+            grads = [torch.randn_like(p) for p in params[0]]
+            for ps in params:
+                for p, g in zip(ps, grads):
+                    p.grad = g.clone()
+            t_opt.step()
+            f_opt.step()
+        for p, q in zip(*params):
+            torch.testing.assert_close(q.detach(), p.detach(), rtol=1e-5, atol=1e-6)
+        print("same as torch")
+    """, backend)
+    assert returncode == 0, stderr[-2000:]
+    assert "same as torch" in stdout
+
+
+def test_a_bucket_of_empty_tensors_still_ends_the_step(backend):
+    params = [torch.nn.Parameter(torch.empty(0, device=device_for(backend))) for _ in range(2)]
+    opt = fusedlr.AdamW(params, schedule=S.Step(1, 0.5), backend=backend)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.empty_like(p)
+        opt.step()
+    assert int(opt.step_count) == 3 and float(opt.current_lr[0]) == pytest.approx(1e-3 * 0.5 ** 3)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "emulated"])
+def test_compiled_steps_switching_between_param_sets_match_eager(backend):
+    """Compiled steps keep one table set per set of params with grads; the CUDA
+    kernels' values of the next update must follow whichever set ran last."""
+    base = [torch.randn(300, dtype=torch.float64).float(), torch.randn(7, 3, dtype=torch.float64).float()]
+    eager, compiled = clone_params(base), clone_params(base)
+    schedule = S.with_warmup(S.Cosine(20), 3)
+    e_opt = fusedlr.AdamW(eager, lr=1e-2, schedule=schedule, backend="reference")
+    c_opt = fusedlr.AdamW(compiled, lr=1e-2, schedule=schedule, backend=backend)
+    step = torch.compile(c_opt.step, backend="eager")
+    for i, both in enumerate([True, False, True, True, False, True, True]):  # table sets A B A A B A A
+        grads = grads_for_step(base, i, skip_every=1000)
+        for params in (eager, compiled):
+            set_grads(params, grads if both else [grads[0], None])
+        e_opt.step()
+        step()
+    _assert_close(eager, compiled)

@@ -229,12 +229,15 @@ FUSEDLR_HD double leaf(const double* n, double t, double b) {
 // Walks the program without a stack: SEQUENTIAL and PER_GROUP descend into one
 // child (SEQUENTIAL making t local to it), CHAIN into each child in turn, each
 // child's result the next one's base lr. After a leaf the walk climbs the
-// parent links to the nearest CHAIN with a child left, adding back on the way
-// the milestones the SEQUENTIALs took off t (exact: t is a whole number).
+// parent links to the nearest CHAIN with a child left. The local t is the step
+// less the milestones taken on the way down, kept as their (whole-number,
+// exact) sum, so climbing restores it exactly however large the step.
 FUSEDLR_HD_OUT_OF_LINE double evaluate_schedule(const double* prog, int64_t step, int64_t group,
                                                 double base_lr, const double* plateau = nullptr) {
   int64_t node = 0;
-  double t = step > 0 ? (double)step : 0.0;  // a negative count (written from the host) reads as 0
+  const double t0 = step > 0 ? (double)step : 0.0;  // a negative count (written from the host) reads as 0
+  double taken = 0.0;  // the milestones the SEQUENTIALs above took off t
+  double t = t0;
   double lr = base_lr;
   for (;;) {
     const double* n = prog + node;
@@ -244,7 +247,10 @@ FUSEDLR_HD_OUT_OF_LINE double evaluate_schedule(const double* prog, int64_t step
     if (kind == kSequential) {
       const double* milestones = children + count;
       const int64_t idx = detail::count_at_or_below(milestones, count - 1, t);
-      if (idx > 0) t -= milestones[idx - 1];
+      if (idx > 0) {
+        taken += milestones[idx - 1];
+        t = t0 - taken;
+      }
       node = (int64_t)children[idx];
       continue;
     }
@@ -263,7 +269,10 @@ FUSEDLR_HD_OUT_OF_LINE double evaluate_schedule(const double* prog, int64_t step
       const int64_t idx = (int64_t)prog[node + kNodeIndex];
       const double* p = prog + parent;
       const int64_t siblings = (int64_t)p[kNodeHeader];
-      if ((int)p[kNodeKind] == kSequential && idx > 0) t += p[kNodeHeader + 1 + siblings + idx - 1];
+      if ((int)p[kNodeKind] == kSequential && idx > 0) {
+        taken -= p[kNodeHeader + 1 + siblings + idx - 1];
+        t = t0 - taken;
+      }
       if ((int)p[kNodeKind] == kChain && idx + 1 < siblings) {
         node = (int64_t)p[kNodeHeader + 1 + idx + 1];
         break;

@@ -194,6 +194,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             counters = [d for d in self._devices.values() if d.device.type != "meta"]
             ds = self._devices[device] = DeviceState(device, counters[0].step if counters else None)
             compiled_step.register_device_state(ds)
+            if not self._constructing:  # its tables at once (construction writes all devices' at its end)
+                ds.refresh(self.param_groups, self.kind)
         return ds
 
     def _check_backend_fits(self, p: torch.Tensor, where: str) -> None:

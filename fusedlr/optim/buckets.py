@@ -20,8 +20,9 @@ class Entry:
     """One parameter's tensors for this step. ``work`` is the param itself, or a
     contiguous copy written back after the update when the param is not contiguous.
     It also remembers what the kernel tables were built from (the param's
-    storage and shape, its state dict and state tensors), so a kept entry can
-    tell when it no longer describes the param."""
+    storage, shape and layout, its state dict, state tensors and their
+    storage, the version of its step count), so a kept entry can tell when it
+    no longer describes the param."""
     param: torch.Tensor
     work: torch.Tensor
     grad: torch.Tensor
@@ -30,34 +31,40 @@ class Entry:
     group: int
     where: str  # "param_groups[g]['params'][i]", for errors
     state: dict = None  # the param's state dict
-    watched: tuple = ()  # (key, tensor) of each state tensor the kernels read
+    watched: tuple = ()  # (key, tensor, data_ptr()) of each state tensor the kernels read
 
     def __post_init__(self):
         p = self.param
         self.shape, self.dtype, self.device_index, self.ptr = p.shape, p.dtype, p.get_device(), _data_ptr(p)
         self.grad_ptr = _data_ptr(self.grad)
+        self.note_step_written()
+
+    def note_step_written(self) -> None:
+        """Remember the step count's version after fusedlr wrote it with a torch
+        op (the native kernels write it without bumping the version)."""
+        self.step_version = _version(self.step)
 
     def reuse(self, state: dict) -> bool:
         """Ready a kept entry for a new step, if it still describes the param:
-        same storage and shape, the same state dict holding the same state
-        tensors, and a grad of the shape, dtype and device it was built for (a
-        param converted or resized also gets such a grad from backward). Then
-        re-read the grad (contiguous, as the kernels need) and, for a
-        non-contiguous param, copy its values into the contiguous stand-in.
-        False: rebuild (which checks everything and raises the clear error when
-        something does not fit). State tensors are compared by identity only:
-        dereferencing each one every step would cost more host time than the
-        rest; the storage of a state tensor replaced in place (``.data = ...``,
-        ``set_``) is not followed."""
+        same storage, shape and layout, the same state dict holding the same
+        state tensors on the same storage, a step count not written from the
+        host (whose new value the CUDA kernels' precomputed values would miss),
+        and a grad of the shape, dtype and device it was built for (a param
+        converted or resized also gets such a grad from backward). Then re-read
+        the grad (contiguous, as the kernels need) and, for a non-contiguous
+        param, copy its values into the contiguous stand-in. False: rebuild
+        (which checks everything and raises the clear error when something
+        does not fit)."""
         p = self.param
         grad = _grad_of(p)
         if (grad is None or _data_ptr(p) != self.ptr or p.shape != self.shape or state.get(p) is not self.state
-                or grad.dtype is not self.dtype or grad.shape != self.shape or grad.layout is not _strided
-                or grad.get_device() != self.device_index):
+                or p.is_contiguous() != (self.work is p) or grad.dtype is not self.dtype
+                or grad.shape != self.shape or grad.layout is not _strided or grad.get_device() != self.device_index
+                or _version(self.step) != self.step_version):
             return False
         st = self.state
-        for key, tensor in self.watched:
-            if st.get(key) is not tensor:
+        for key, tensor, ptr in self.watched:
+            if st.get(key) is not tensor or _data_ptr(tensor) != ptr:
                 return False
         if not grad.is_contiguous():
             grad = grad.contiguous()
@@ -83,6 +90,13 @@ class Bucket:
         for e in self.entries:
             if e.work is not e.param:
                 e.param.copy_(e.work)
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference-mode tensor keeps no version
+        return 0
 
 
 def check_param(param: torch.Tensor, where: str) -> None:
@@ -147,6 +161,6 @@ def collect(optimizer) -> dict:
         work = p if p.is_contiguous() else p.contiguous()
         grad = p.grad if p.grad.is_contiguous() else p.grad.contiguous()
         states = tuple(st.get(name) if name else None for name in optimizer.state_names)
-        watched = tuple((key, st[key]) for key in optimizer.state_keys if st.get(key) is not None)
+        watched = tuple((key, st[key], _data_ptr(st[key])) for key in optimizer.state_keys if st.get(key) is not None)
         bucket.entries.append(Entry(p, work, grad, states, st["step"], g, where, st, watched))
     return {device: list(buckets.values()) for device, buckets in by_device.items()}

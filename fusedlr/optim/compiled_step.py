@@ -25,27 +25,30 @@ _ENTRY_FIELDS = 5
 # bucket_info holds, per bucket: maximize, nesterov, amsgrad.
 _BUCKET_FIELDS = 3
 
-# Each optimizer's kept tables for its compiled steps, found from the address of
-# its step counter and dropped with its DeviceState (never evicted while it
-# lives: a graph captured from a compiled step keeps using them).
+# Each optimizer's kept tables for its compiled steps (with the list of those
+# whose update ended the last step), found from the address of its step counter
+# and dropped with its DeviceState, not shared with other optimizers. At most
+# _TABLES_KEPT layouts are kept per optimizer, the oldest dropped first (a graph
+# captured from a compiled step replays the latest ones).
 _TABLES_BY_COUNTER: dict = {}
+_TABLES_KEPT = 32
 
 
 def register_device_state(ds) -> None:
     """Make ``ds.compiled_tables`` the cache of its compiled steps, for as long as ``ds`` lives."""
     key = ds.step.data_ptr()
-    _TABLES_BY_COUNTER[key] = ds.compiled_tables
+    _TABLES_BY_COUNTER[key] = (ds.compiled_tables, ds.stepped_tables)
     weakref.finalize(ds, _TABLES_BY_COUNTER.pop, key, None)
 
 
 class _DeviceTables:
     """The DeviceState fields native_backend.run reads."""
 
-    def __init__(self, step, next_lr, applied, groups, program, plateau, group_values, generation):
+    def __init__(self, step, next_lr, applied, groups, program, plateau, group_values, generation, stepped_tables):
         self.device = step.device
         self.step, self.next_lr, self.applied = step, next_lr, applied
         self.groups, self.program, self.plateau, self.group_values = groups, program, plateau, group_values
-        self.generation = generation
+        self.generation, self.stepped_tables = generation, stepped_tables
 
 
 @torch.library.custom_op("fusedlr::native_step", mutates_args=("params", "states", "steps", "global_step", "next_lr",
@@ -67,13 +70,14 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
         entry_states = tuple(states[s] if s >= 0 else None for s in slots)
         buckets[bucket].dtype = p.dtype
         buckets[bucket].entries.append(Entry(p, work, g.contiguous(), entry_states, step, group, ""))
-    cache = _TABLES_BY_COUNTER[global_step.data_ptr()]
+    cache, stepped_tables = _TABLES_BY_COUNTER[global_step.data_ptr()]
     device_kernels = backend in _native.DEVICE_KERNEL_BACKENDS
     for bucket in buckets:
         bucket.native = _cached_tables(cache, bucket, device_kernels)
         if generation < 0:
             bucket.native.prepared = None  # prepare the next update's values in every step
-    tables = _DeviceTables(global_step, next_lr, applied, groups, program, plateau, group_values, generation)
+    tables = _DeviceTables(global_step, next_lr, applied, groups, program, plateau, group_values, generation,
+                           stepped_tables)
     native_backend.run(tables, [b for b in buckets if b.entries], kind, num_groups, grad_scale, found_inf, backend)
 
 
@@ -121,9 +125,12 @@ def _cached_tables(cache: dict, bucket: Bucket, device_kernels: bool):
     key = (bucket.device, bucket.dtype, tuple(
         (e.work.data_ptr(), e.step.data_ptr(), e.work.numel(), e.group,
          *(s.data_ptr() if s is not None else 0 for s in e.states)) for e in bucket.entries))
-    tables = cache.get(key)
+    tables = cache.pop(key, None)
     if tables is None:
-        tables = cache[key] = native_backend.build_tables(bucket, device_kernels)
+        tables = native_backend.build_tables(bucket, device_kernels)
+        if len(cache) >= _TABLES_KEPT:
+            cache.pop(next(iter(cache)))
+    cache[key] = tables  # (re)inserted last: the most recently used
     return tables
 
 

@@ -9,6 +9,7 @@ import torch
 
 from .. import _native
 from . import plateau_buffer
+from .buckets import _version
 from .group_tables import HYPER_SCHEDULES, group_lrs_at, hyper_key, pack_groups
 
 
@@ -20,6 +21,9 @@ class DeviceState:
         if step is not None:
             self.step.copy_(step)
         self.note_own_write()
+        #: the native tables whose update ended the last step: the CUDA kernels wrote
+        #: their values for this step; any other table set must be prepared first
+        self.stepped_tables: list = []
         #: whether the last step was applied (False: skipped by GradScaler)
         self.applied = torch.ones((), dtype=torch.bool, device=device)
         self.key = None
@@ -71,10 +75,3 @@ class DeviceState:
         if table is not None and table.shape == value.shape and table.dtype == value.dtype:
             return table.copy_(value)
         return value.to(self.device)
-
-
-def _version(t: torch.Tensor) -> int:
-    try:
-        return t._version
-    except RuntimeError:  # an inference-mode tensor keeps no version
-        return 0

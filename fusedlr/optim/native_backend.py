@@ -49,7 +49,9 @@ def build_tables(bucket: Bucket, device_kernels: bool) -> NativeTables:
     if device_kernels:
         starts = [v for t, e in enumerate(bucket.entries) for begin in range(0, e.work.numel(), CUDA_CHUNK)
                   for v in (t, begin)]
-        tables.chunks = torch.tensor(starts or [0], dtype=torch.int64).to(bucket.device)
+        # a bucket of empty tensors still gets one (empty) chunk: its launch ends the step
+        starts = starts or [0, 0]
+        tables.chunks = torch.tensor(starts, dtype=torch.int64).to(bucket.device)
         tables.num_chunks = len(starts) // 2
         fields = _native.format_constants().TENSOR_SCALAR_FIELDS
         tables.scalars = torch.zeros(len(bucket.entries), fields, dtype=torch.float64, device=bucket.device)
@@ -139,15 +141,20 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int,
                           advance=True, **outputs, **common)
         return
     location = _location(ds.device)
+    stepped = []
     for i, bucket in enumerate(buckets):
         tables = _tables(bucket, backend)
         args = dict(common, **_bucket_args(bucket, tables), **_device_step_args(ds, tables, i == len(buckets) - 1))
-        if tables.prepared != ds.generation:  # tables new, or the groups, counter or plateau changed
+        # the values of this update were written by the last step's kernels only if these tables
+        # took part in it and nothing changed since (the groups, the counter, the plateau)
+        if tables.prepared != ds.generation or not any(t is tables for t in ds.stepped_tables):
             module.step(*location, mode=module.PREPARE, **args)
             tables.prepared = ds.generation
+        stepped.append(tables)
         module.update(*location, chunks=tables.chunks.data_ptr(), num_chunks=tables.num_chunks,
                       chunk_size=CUDA_CHUNK, blocks_done=tables.blocks_done.data_ptr(), **args)
         bucket.write_back()
+    ds.stepped_tables[:] = stepped
     if not buckets:
         empty = Bucket(ds.device, torch.float32, False, False, False)
         module.step(*location, mode=module.END_STEP, **common, **_bucket_args(empty, None),
@@ -162,10 +169,12 @@ def prepare(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int, 
         return  # the CPU evaluates each step's values in the step itself
     module = _native.module_of(backend)
     common = _step_args(ds, kind, num_groups, None, None)
+    prepared = [bucket.native for bucket in buckets if bucket.native is not None]  # others: at their first step
     for i, bucket in enumerate(buckets):
         if bucket.native is None:
-            continue  # prepared when built, at its first step
+            continue
         args = dict(common, **_bucket_args(bucket, bucket.native),
                     **_device_step_args(ds, bucket.native, i == len(buckets) - 1))
         module.step(*_location(ds.device), mode=module.PREPARE, **args)
         bucket.native.prepared = ds.generation
+    ds.stepped_tables[:] = prepared

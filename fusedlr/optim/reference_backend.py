@@ -94,6 +94,7 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, param_groups: list[di
         for e in bucket.entries:
             update(e, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket, inv_scale, skip)
             _count_step(e.step, not_skipped)
+            e.note_step_written()
         bucket.write_back()
     _count_step(ds.step, not_skipped)
     ds.note_own_write()

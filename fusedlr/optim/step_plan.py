@@ -20,7 +20,7 @@ class StepPlan:
     def invalidate(self) -> None:
         self.work: dict = {}
         self._state = None  # the optimizer's state mapping the plan was built for
-        self._watch: list = []  # per param, in group order: (param, its Entry or None without a grad)
+        self._watch: list = []  # per param, in group order: (param, its group, its Entry or None without a grad)
 
     def work_for(self, optimizer) -> dict:
         """{device: [Bucket]} for this step (see ``buckets.collect``)."""
@@ -28,7 +28,8 @@ class StepPlan:
             self.work = collect(optimizer)
             entries = {id(e.param): e for buckets in self.work.values() for b in buckets for e in b.entries}
             self._state = optimizer.state
-            self._watch = [(p, entries.get(id(p))) for group in optimizer.param_groups for p in group["params"]]
+            self._watch = [(p, g, entries.get(id(p))) for g, group in enumerate(optimizer.param_groups)
+                           for p in group["params"]]
         return self.work
 
     def _reuse(self, optimizer) -> bool:
@@ -36,10 +37,10 @@ class StepPlan:
         if state is not self._state:
             return False
         watch = iter(self._watch)
-        for group in optimizer.param_groups:
+        for g, group in enumerate(optimizer.param_groups):
             for p in group["params"]:
-                kept, entry = next(watch, (None, None))
-                if kept is not p:
+                kept, kept_group, entry = next(watch, (None, None, None))
+                if kept is not p or kept_group != g:
                     return False
                 if entry is None:
                     if _grad_of(p) is not None:

@@ -89,6 +89,10 @@ class Schedule(metaclass=_FrozenAfterInit):
         for child in self.children():
             child.check_base_lrs(base_lrs, groups)
 
+    def check_stored_fields(self) -> None:
+        """Raise ValueError if fields set after construction (derived values a
+        checkpoint restores, see serialize.py) are inconsistent."""
+
     def tree_depth(self) -> int:
         """1 for a leaf, 1 + the deepest child for a composite."""
         return 1 + max((c.tree_depth() for c in self.children()), default=0)

@@ -57,6 +57,9 @@ class Anneal(Schedule):
         if shape == "exponential" and (self.start_factor == 0 or self.end_factor == 0):
             raise ValueError("an exponential anneal needs start_factor > 0 and end_factor > 0")
 
+    def check_stored_fields(self):
+        check.choice("shape", self.shape, self.SHAPES)
+
     def fields(self):
         return [self.start_factor, self.end_factor, self.total_iters, _code("ANNEAL_SHAPES", self.shape)]
 
@@ -108,6 +111,14 @@ class Piecewise(Schedule):
         for _, scale in items:
             factors.append(factors[-1] * check.nonnegative("scale", scale))
         return cls([b for b, _ in items], factors)
+
+    def check_stored_fields(self):
+        check.increasing("boundaries", self.boundaries)
+        if len(self.factors) != len(self.boundaries) + 1:
+            raise ValueError(f"factors must have len(boundaries) + 1 = {len(self.boundaries) + 1} entries, "
+                             f"got {len(self.factors)}")
+        for i, f in enumerate(self.factors):
+            check.nonnegative(f"factors[{i}]", f)
 
     def fields(self):
         return [len(self.boundaries), *self.boundaries, *self.factors]
@@ -315,6 +326,15 @@ class OneCycle(Schedule):
         final = initial / self.final_div_factor
         self.phase_lrs = (initial, self.max_lr, initial, final) if self.three_phase else (initial, self.max_lr, final)
 
+    def check_stored_fields(self):
+        phases = 3 if self.three_phase else 2
+        if len(self.phase_ends) != phases or len(self.phase_lrs) != phases + 1:
+            raise ValueError(f"a {phases}-phase cycle needs {phases} phase_ends and {phases + 1} phase_lrs, "
+                             f"got {len(self.phase_ends)} and {len(self.phase_lrs)}")
+        check.increasing("phase_ends", self.phase_ends, minimum=-1)
+        for i, lr in enumerate(self.phase_lrs):
+            check.nonnegative(f"phase_lrs[{i}]", lr)
+
     def fields(self):
         ends = list(self.phase_ends) + [0.0] * (3 - len(self.phase_ends))
         lrs = list(self.phase_lrs) + [0.0] * (4 - len(self.phase_lrs))
@@ -349,6 +369,10 @@ class Cyclic(Schedule):
         if not (0 < self.step_ratio and self.total_size < _INF):  # e.g. step_size_up=1e-320 underflows
             raise ValueError(f"step_size_up ({self.step_size_up}) and step_size_down ({self.step_size_down}) "
                              "must give a cycle of finite length whose rising part is a nonzero fraction of it")
+
+    def check_stored_fields(self):
+        check.positive("total_size", self.total_size)
+        check.in_range("step_ratio", self.step_ratio, 0, 1, low_open=True)
 
     def check_base_lrs(self, base_lrs, groups=None):
         for i, b in labelled(base_lrs, groups):

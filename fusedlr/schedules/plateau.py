@@ -44,10 +44,10 @@ class Plateau(Schedule):
 
     @property
     def num_groups(self) -> int | None:
-        return len(self.min_lr) if isinstance(self.min_lr, tuple) and len(self.min_lr) > 1 else None
+        return len(self.min_lr) if isinstance(self.min_lr, (list, tuple)) and len(self.min_lr) > 1 else None
 
     def min_lrs(self, num_groups: int) -> list[float]:
-        if isinstance(self.min_lr, tuple):
+        if isinstance(self.min_lr, (list, tuple)):  # (a list in schedules pickled before they were immutable)
             return list(self.min_lr) if len(self.min_lr) == num_groups else [self.min_lr[0]] * num_groups
         return [self.min_lr] * num_groups
 

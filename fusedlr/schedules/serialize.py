@@ -4,10 +4,13 @@ holding them loads with ``torch.load(weights_only=True)``.
 ``encode`` flattens any number of schedule trees into one list of nodes, each
 ``{"type": class name, "fields": {...}}`` with children as ``{"node": k}``; a
 schedule object shared by several trees (or groups) is stored once, so it is
-shared again after ``decode``. Only fusedlr's own schedule classes decode.
+shared again after decoding. Only fusedlr's own schedule classes decode, each
+rebuilt through its constructor (so its checks run on what was stored), then
+given the stored values of its derived fields, which are checked too.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Sequence
 
@@ -77,12 +80,12 @@ class Decoder:
         if cls is None:
             raise ValueError(f"stored schedule node {k} has unknown type {node.get('type')!r}; only "
                              "fusedlr.schedules classes can be stored in a checkpoint")
-        schedule = cls.__new__(cls)
+        fields = {}
         for name, value in node["fields"].items():
             if not isinstance(name, str) or name.startswith("_"):
                 raise ValueError(f"stored schedule node {k} has an invalid field name {name!r}")
-            object.__setattr__(schedule, name, self._value(value, f"{cls.__name__}.{name}"))
-        object.__setattr__(schedule, "_frozen", True)
+            fields[name] = self._value(value, f"{cls.__name__}.{name}")
+        schedule = _rebuilt(cls, fields, k)
         self._building.discard(k)
         self._built[k] = schedule
         return schedule
@@ -97,6 +100,24 @@ class Decoder:
         if isinstance(value, _PRIMITIVES):
             return value
         raise TypeError(f"stored schedule field {where} has type {type(value).__name__}")
+
+
+def _rebuilt(cls: type, fields: dict, k: int) -> Schedule:
+    """``cls`` built from its constructor's arguments among ``fields`` (its
+    checks run), the remaining fields (values it derives, e.g. torch's own
+    phase ends kept by from_torch) set afterwards and checked for consistency."""
+    parameters = inspect.signature(cls.__init__).parameters
+    arguments = {name: value for name, value in fields.items() if name in parameters and name != "self"}
+    derived = {name: value for name, value in fields.items() if name not in arguments}
+    try:
+        schedule = cls(**arguments)
+        if derived:
+            schedule = schedule._evolve(**derived)
+        schedule.check_stored_fields()
+        schedule.pack()
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ValueError(f"stored schedule node {k} ({cls.__name__}) is invalid: {exc}") from None
+    return schedule
 
 
 def _schedule_classes() -> dict[str, type]:
