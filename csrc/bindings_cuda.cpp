@@ -113,8 +113,8 @@ PYBIND11_MODULE(FUSEDLR_MODULE, m) {
       py::arg("mode"),
       "Enqueue the one-block step kernel: mode PREPARE (write the tensors' scalars for an update at the "
       "current step) or END_STEP (advance a step in which no param had a grad).");
-  m.attr("PREPARE") = int(0);
-  m.attr("END_STEP") = int(1);
+  m.attr("PREPARE") = int(fusedlr::kPrepare);
+  m.attr("END_STEP") = int(fusedlr::kEndStep);
 
   m.def(
       "plateau_report",

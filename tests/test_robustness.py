@@ -107,12 +107,13 @@ def test_a_bad_grad_on_the_last_param_leaves_the_earlier_ones_untouched(backend)
 
 
 # ---- state reset or replaced: as torch ---------------------------------------------
-def _twin_runs(name, backend, edit, steps=12, at=5):
-    """torch and fusedlr run side by side; ``edit(opt, params)`` is applied to both at step ``at``."""
+def _twin_runs(name, backend, edit, steps=12, at=5, shapes=None, groups=lambda params, kwargs: params):
+    """torch and fusedlr run side by side; ``edit(opt, params)`` is applied to both at step ``at``.
+    ``groups(params, kwargs)``: the param groups (default: one)."""
     torch_cls, fused_cls, kwargs = OPTIMIZERS[name]
-    base = make_params()
+    base = make_params() if shapes is None else make_params(shapes=shapes)
     tp, fp = clone_params(base), clone_params(base, device_for(backend))
-    t_opt, f_opt = torch_cls(tp, **kwargs), fused_cls(fp, backend=backend, **kwargs)
+    t_opt, f_opt = torch_cls(groups(tp, kwargs), **kwargs), fused_cls(groups(fp, kwargs), backend=backend, **kwargs)
     for step in range(steps):
         if step == at:
             edit(t_opt, tp)
@@ -523,20 +524,12 @@ def _counter_reset_in_place(opt, params):
 @pytest.mark.parametrize("edit", [_moved_across_groups, _transposed_in_place, _counter_reset_in_place])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_kept_step_plans_notice_what_torch_would_see(edit, name, backend):
-    torch_cls, fused_cls, kwargs = OPTIMIZERS[name]
-    base = make_params(shapes=[(6, 6), (5,), (40_000,), (3, 4)])
-    tp, fp = clone_params(base), clone_params(base, device_for(backend))
-    groups = lambda ps: [{"params": ps[:2]}, {"params": ps[2:], "lr": kwargs["lr"] * 3, "weight_decay": 0.0}]  # noqa: E731
-    t_opt, f_opt = torch_cls(groups(tp), **kwargs), fused_cls(groups(fp), backend=backend, **kwargs)
-    for step in range(8):
-        if step == 5:  # every param had a grad in step 4 too (param 1 has none every third step): a kept plan
-            edit(t_opt, tp)
-            edit(f_opt, fp)
-        grads = grads_for_step(base, step)
-        set_grads(tp, grads)
-        set_grads(fp, grads)
-        t_opt.step()
-        f_opt.step()
+    def two_groups(params, kwargs):
+        return [{"params": params[:2]}, {"params": params[2:], "lr": kwargs["lr"] * 3, "weight_decay": 0.0}]
+
+    # at step 5 every param had a grad in step 4 too (param 1 has none every third step): a kept plan
+    tp, fp, _, _ = _twin_runs(name, backend, edit, steps=8, at=5, shapes=[(6, 6), (5,), (40_000,), (3, 4)],
+                              groups=two_groups)
     _assert_close(tp, fp)
 
 

@@ -32,11 +32,6 @@ struct ChunkArgs {
   unsigned int* blocks_done;  // 0 between launches: the last block resets it
 };
 
-enum StepKernelMode : int {
-  kPrepare = 0,  // write the tensors' scalars for an update at the current step
-  kEndStep = 1,  // count a step with no update launch (no param had a grad), then prepare
-};
-
 // 16 bytes of T, moved with one 128-bit global load or store.
 template <typename T>
 struct Pack {

@@ -33,9 +33,9 @@ std::string schedule_values(int device, void* stream, const double* prog,
 std::string update(int device, void* stream, const StepArgs& a, const int64_t* chunks,
                    int64_t num_chunks, int64_t chunk_size, unsigned int* blocks_done);
 
-// kernels::kPrepare: write a.scalars for an update at the current step (after
+// kPrepare: write a.scalars for an update at the current step (after
 // the tables were built or the groups, the counter or the plateau changed);
-// kernels::kEndStep: end a step in which no param had a grad (a.num_tensors 0).
+// kEndStep: end a step in which no param had a grad (a.num_tensors 0).
 std::string step(int device, void* stream, const StepArgs& a, int mode);
 
 // Writes values[0..count) to column[0], column[stride], ... with kernels whose

@@ -37,6 +37,12 @@ enum ScalarType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 
 
 enum OptimizerKind : int { kSGD = 0, kAdamW = 1 };
 
+// What the CUDA backend's one-block step kernel does.
+enum StepKernelMode : int {
+  kPrepare = 0,  // write the tensors' values for an update at the current step
+  kEndStep = 1,  // count a step with no update launch (no param had a grad), then prepare
+};
+
 // Everything one step of one (device, dtype) bucket needs. All pointers live on
 // the bucket's device. grad_scale/found_inf are null without a GradScaler.
 struct StepArgs {

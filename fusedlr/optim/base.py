@@ -170,7 +170,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         step = state.get("step")
         if step is None or _is_step_tensor(step, param):
             return
-        checkpoint._count(step, f"{where}: state['step']")  # a number or a tensor of another kind: read once
+        checkpoint.step_count_value(step, f"{where}: state['step']")  # a number or a tensor of another kind: read once
 
     def ready_state(self, param: torch.Tensor, group: dict) -> dict:
         """``param``'s state, checked by ``check_state``, made complete: created
@@ -182,7 +182,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             return state
         step = state.get("step")
         if not _is_step_tensor(step, param):
-            count = 0 if step is None else checkpoint._count(step, "state['step']")
+            count = 0 if step is None else checkpoint.step_count_value(step, "state['step']")
             state["step"] = torch.full((), count, dtype=torch.int64, device=param.device)
         self.complete_state(param, group, state)
         return state
@@ -434,7 +434,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             if state.get(name) is not None:
                 value = loaded.get(name)
                 state[name].copy_(value) if isinstance(value, torch.Tensor) else state[name].zero_()
-        state["step"].fill_(checkpoint._count(loaded.get("step", 0), "state['step']"))
+        state["step"].fill_(checkpoint.step_count_value(loaded.get("step", 0), "state['step']"))
         return state
 
     def _fits(self, param: torch.Tensor, state: dict) -> bool:

@@ -42,7 +42,7 @@ class Entry:
     def note_step_written(self) -> None:
         """Remember the step count's version after fusedlr wrote it with a torch
         op (the native kernels write it without bumping the version)."""
-        self.step_version = _version(self.step)
+        self.step_version = tensor_version(self.step)
 
     def reuse(self, state: dict) -> bool:
         """Ready a kept entry for a new step, if it still describes the param:
@@ -60,7 +60,7 @@ class Entry:
         if (grad is None or _data_ptr(p) != self.ptr or p.shape != self.shape or state.get(p) is not self.state
                 or p.is_contiguous() != (self.work is p) or grad.dtype is not self.dtype
                 or grad.shape != self.shape or grad.layout is not _strided or grad.get_device() != self.device_index
-                or _version(self.step) != self.step_version):
+                or tensor_version(self.step) != self.step_version):
             return False
         st = self.state
         for key, tensor, ptr in self.watched:
@@ -92,7 +92,8 @@ class Bucket:
                 e.param.copy_(e.work)
 
 
-def _version(t: torch.Tensor) -> int:
+def tensor_version(t: torch.Tensor) -> int:
+    """The tensor's version counter (bumped by in-place torch ops, not by the kernels)."""
     try:
         return t._version
     except RuntimeError:  # an inference-mode tensor keeps no version

@@ -67,7 +67,7 @@ def check(optimizer, state_dict) -> Checked:
     steps = _check_states(optimizer, state_dict["state"], saved_groups, name)
     merged = _merged_groups(optimizer, saved_groups, serialize.Decoder(extra.get("schedules", [])))
     if "step_count" in extra:
-        count = _count(extra["step_count"], "state_dict['fusedlr']['step_count']")
+        count = step_count_value(extra["step_count"], "state_dict['fusedlr']['step_count']")
     else:  # torch's, or fusedlr's before it kept one: the most updates any param received
         count = max(steps, default=0)
     plateau = extra.get("plateau")
@@ -103,7 +103,7 @@ def _check_states(optimizer, states, saved_groups, name: str) -> list[int]:
                 raise ValueError(f"{where}: the saved state holds {key!r}, which fusedlr.{name} does not keep: this "
                                  "state_dict is from another optimizer")
             if key == "step":
-                steps.append(_count(value, f"{where}: saved state['step']"))
+                steps.append(step_count_value(value, f"{where}: saved state['step']"))
             elif isinstance(value, torch.Tensor):
                 if value.shape != p.shape:
                     raise ValueError(f"{where}: saved state[{key!r}] has shape {tuple(value.shape)} but the param has "
@@ -144,7 +144,7 @@ def _schedule(value, decoder: serialize.Decoder, where: str) -> Schedule | None:
         raise type(exc)(f"{where}: {exc}") from None
 
 
-def _count(value, where: str) -> int:
+def step_count_value(value, where: str) -> int:
     """A saved step count: a non-negative integer (an int, or a one-element
     tensor holding one, e.g. torch's float32 step)."""
     if isinstance(value, torch.Tensor):

@@ -9,7 +9,7 @@ import torch
 
 from .. import _native
 from . import plateau_buffer
-from .buckets import _version
+from .buckets import tensor_version
 from .group_tables import HYPER_SCHEDULES, group_lrs_at, hyper_key, pack_groups
 
 
@@ -38,11 +38,11 @@ class DeviceState:
     def note_own_write(self) -> None:
         """Remember the counter's version after fusedlr wrote it with a torch op
         (the native kernels write it without bumping the version)."""
-        self._step_version = _version(self.step)
+        self._step_version = tensor_version(self.step)
 
     def step_written_by_user(self) -> bool:
         """Was the counter written from the host since (e.g. ``opt.step_count.fill_(n)``)?"""
-        return _version(self.step) != self._step_version
+        return tensor_version(self.step) != self._step_version
 
     def is_stale(self, param_groups: list[dict], kind: str) -> bool:
         """Did a group's hyperparameters or schedule change since the last upload?"""

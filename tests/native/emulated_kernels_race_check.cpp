@@ -109,7 +109,7 @@ bool run(Case<T> device_case) {
   float found_inf = 0.0f;
   StepArgs a = make_args(rows.data(), n, group, &global_step, &found_inf, device_case.kind, sizeof(T) == 4 ? kFloat32 : kFloat16,
                          device_case.flag, scalars.data(), values_scratch.data(), next_lr.data(), &applied);
-  if (!cuda::step(0, nullptr, a, kernels::kPrepare).empty()) return false;
+  if (!cuda::step(0, nullptr, a, kPrepare).empty()) return false;
   for (int s = 0; s < kSteps; ++s) {
     found_inf = s == kSkippedStep ? 1.0f : 0.0f;
     if (!cuda::update(0, nullptr, a, chunks.data(), (int64_t)chunks.size() / 2, kChunk, &blocks_done).empty())
