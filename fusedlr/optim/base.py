@@ -15,6 +15,7 @@ from ..schedules import Constant, Schedule
 from . import checkpoint, compiled_step, native_backend, plateau_buffer, reference_backend
 from .buckets import check_param, describe
 from .device_state import DeviceState
+from .distributed import check_same_sharding, is_distributed, local_tensor
 from .group_tables import HYPER_SCHEDULES
 from .step_plan import StepPlan
 
@@ -165,7 +166,9 @@ class FusedOptimizer(torch.optim.Optimizer):
                     "changed after its optimizer state was made (e.g. Module.double()/.half()/.to() or p.data = ... "
                     "after building the optimizer). Convert the model before building the optimizer, or drop this "
                     "param's state (del opt.state[param]) to start it afresh")
-            if not t.is_contiguous():
+            if is_distributed(param) or is_distributed(t):
+                check_same_sharding(param, t, f"state[{name!r}]", where)
+            if not local_tensor(t).is_contiguous():
                 raise RuntimeError(f"{where}: state[{name!r}] must be a contiguous tensor")
         step = state.get("step")
         if step is None or _is_step_tensor(step, param):

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .distributed import check_same_sharding, is_distributed, local_tensor, sharding
+
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -17,8 +19,11 @@ _strided = torch.strided
 
 @dataclass
 class Entry:
-    """One parameter's tensors for this step. ``work`` is the param itself, or a
-    contiguous copy written back after the update when the param is not contiguous.
+    """One parameter's tensors for this step, as the kernels see them: plain
+    tensors (a DTensor param's local shard, grad and state; see distributed.py).
+    ``target`` holds the param's values (the param, or its local shard);
+    ``work`` is ``target``, or a contiguous copy written back after the update
+    when it is not contiguous.
     It also remembers what the kernel tables were built from (the param's
     storage, shape and layout, its state dict, state tensors and their
     storage, the version of its step count), so a kept entry can tell when it
@@ -31,11 +36,15 @@ class Entry:
     group: int
     where: str  # "param_groups[g]['params'][i]", for errors
     state: dict = None  # the param's state dict
-    watched: tuple = ()  # (key, tensor, data_ptr()) of each state tensor the kernels read
+    watched: tuple = ()  # (key, tensor, data_ptr() of its local values) of each state tensor the kernels read
+    target: torch.Tensor = None  # the param's values: the param itself unless it is a DTensor
 
     def __post_init__(self):
-        p = self.param
-        self.shape, self.dtype, self.device_index, self.ptr = p.shape, p.dtype, p.get_device(), _data_ptr(p)
+        if self.target is None:
+            self.target = self.param
+        t = self.target
+        self.shape, self.dtype, self.device_index, self.ptr = t.shape, t.dtype, t.get_device(), _data_ptr(t)
+        self.sharding = sharding(self.param)  # None unless a DTensor
         self.grad_ptr = _data_ptr(self.grad)
         self.note_step_written()
 
@@ -57,20 +66,27 @@ class Entry:
         does not fit)."""
         p = self.param
         grad = _grad_of(p)
-        if (grad is None or _data_ptr(p) != self.ptr or p.shape != self.shape or state.get(p) is not self.state
-                or p.is_contiguous() != (self.work is p) or grad.dtype is not self.dtype
+        if grad is None:
+            return False
+        t = p
+        if self.sharding is not None:
+            if sharding(p) != self.sharding or sharding(grad) != self.sharding:
+                return False
+            t, grad = p._local_tensor, grad._local_tensor
+        if (_data_ptr(t) != self.ptr or t.shape != self.shape or state.get(p) is not self.state
+                or t.is_contiguous() != (self.work is t) or grad.dtype is not self.dtype
                 or grad.shape != self.shape or grad.layout is not _strided or grad.get_device() != self.device_index
                 or tensor_version(self.step) != self.step_version):
             return False
-        st = self.state
+        st, distributed = self.state, self.sharding is not None
         for key, tensor, ptr in self.watched:
-            if st.get(key) is not tensor or _data_ptr(tensor) != ptr:
+            if st.get(key) is not tensor or _data_ptr(local_tensor(tensor) if distributed else tensor) != ptr:
                 return False
         if not grad.is_contiguous():
             grad = grad.contiguous()
         self.grad, self.grad_ptr = grad, _data_ptr(grad)
-        if self.work is not p:
-            self.work.copy_(p)
+        if self.work is not t:
+            self.work.copy_(t)
         return True
 
 
@@ -88,8 +104,8 @@ class Bucket:
     def write_back(self) -> None:
         """Copy updated contiguous stand-ins back into non-contiguous params."""
         for e in self.entries:
-            if e.work is not e.param:
-                e.param.copy_(e.work)
+            if e.work is not e.target:
+                e.target.copy_(e.work)
 
 
 def tensor_version(t: torch.Tensor) -> int:
@@ -124,6 +140,8 @@ def check_grad(param: torch.Tensor, grad: torch.Tensor, where: str) -> None:
     if grad.shape != param.shape or grad.device != param.device:
         raise RuntimeError(f"{where}: the gradient is {describe(grad)} but the param is {describe(param)}; "
                            "a gradient must match its param's shape and device")
+    if is_distributed(param) or is_distributed(grad):
+        check_same_sharding(param, grad, "its gradient", where)
 
 
 def describe(t: torch.Tensor) -> str:
@@ -159,9 +177,12 @@ def collect(optimizer) -> dict:
         bucket = buckets.get(key)
         if bucket is None:
             bucket = buckets[key] = Bucket(p.device, p.dtype, *flags)
-        work = p if p.is_contiguous() else p.contiguous()
-        grad = p.grad if p.grad.is_contiguous() else p.grad.contiguous()
-        states = tuple(st.get(name) if name else None for name in optimizer.state_names)
-        watched = tuple((key, st[key], _data_ptr(st[key])) for key in optimizer.state_keys if st.get(key) is not None)
-        bucket.entries.append(Entry(p, work, grad, states, st["step"], g, where, st, watched))
+        target, grad = local_tensor(p), local_tensor(p.grad)
+        work = target if target.is_contiguous() else target.contiguous()
+        grad = grad if grad.is_contiguous() else grad.contiguous()
+        states = tuple(local_tensor(st[name]) if name and st.get(name) is not None else None
+                       for name in optimizer.state_names)
+        watched = tuple((key, st[key], _data_ptr(local_tensor(st[key])))
+                        for key in optimizer.state_keys if st.get(key) is not None)
+        bucket.entries.append(Entry(p, work, grad, states, st["step"], g, where, st, watched, target))
     return {device: list(buckets.values()) for device, buckets in by_device.items()}

@@ -157,7 +157,7 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
                     if s is not None:
                         states.append(s)
                 entry_info += [e.group, b, *slots]
-                params.append(e.param)
+                params.append(e.target)
                 grads.append(e.grad)
                 steps.append(e.step)
         # the CUDA kernels' per-tensor values follow the tables' generation; with

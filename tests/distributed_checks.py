@@ -1,0 +1,159 @@
+"""Checks of fusedlr on DTensor params, run in 2 gloo processes on the CPU
+(``python distributed_checks.py OUT.json``; test_distributed.py runs it once).
+Each check compares a fusedlr optimizer against torch.optim + a torch
+scheduler on the same sharded run, or expects a clear error; the results
+(check name -> None or the failure) go to OUT.json from rank 0."""
+import json
+import os
+import sys
+import tempfile
+import traceback
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+WORLD = 2
+STEPS = 5
+
+
+def _sharded_model(seed):
+    from torch.distributed.fsdp import fully_shard
+    torch.manual_seed(seed)
+    # odd sizes: 2 ranks get uneven shards, one rank an empty shard of the (1,) bias
+    model = torch.nn.Sequential(torch.nn.Linear(9, 17), torch.nn.ReLU(), torch.nn.Linear(17, 1))
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    fully_shard(model)
+    return model
+
+
+def _pair(kind, backend, params_a, params_b, with_schedule=True):
+    """(torch optimizer, its scheduler, fusedlr optimizer) over two identical param lists."""
+    import fusedlr
+    from fusedlr import schedules as S
+    torch_cls, fused_cls = (torch.optim.AdamW, fusedlr.AdamW) if kind == "adamw" else (torch.optim.SGD, fusedlr.SGD)
+    options = dict(lr=0.05, weight_decay=0.1, **({"momentum": 0.9, "nesterov": True} if kind == "sgd" else {}))
+    t_opt = torch_cls(params_a, **options)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(t_opt, T_max=STEPS, eta_min=0.001) if with_schedule else None
+    f_opt = fused_cls(params_b, schedule=S.from_torch(sched) if sched else None, backend=backend, **options)
+    return t_opt, sched, f_opt
+
+
+def _max_error(params_a, params_b):
+    from torch.distributed.tensor import DTensor
+    worst = 0.0
+    for a, b in zip(params_a, params_b):
+        assert isinstance(b, DTensor) and b.placements == a.placements
+        a, b = a.detach().to_local().double(), b.detach().to_local().double()
+        if a.numel():
+            worst = max(worst, float((a - b).abs().max() / a.abs().max().clamp_min(1e-12)))
+    return worst
+
+
+def check_fsdp2(kind, backend):
+    model_a, model_b = _sharded_model(0), _sharded_model(0)
+    t_opt, sched, f_opt = _pair(kind, backend, list(model_a.parameters()), list(model_b.parameters()))
+    for step in range(STEPS):
+        torch.manual_seed(100 + step + dist.get_rank())
+        x = torch.randn(6, 9)
+        for model, opt in ((model_a, t_opt), (model_b, f_opt)):
+            model(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+        sched.step()
+    assert _max_error(model_a.parameters(), model_b.parameters()) < 1e-5
+    state = f_opt.state[next(model_b.parameters())]
+    from torch.distributed.tensor import DTensor
+    buffers = [v for k, v in state.items() if k != "step"]
+    assert buffers and all(isinstance(v, DTensor) for v in buffers), "state must be DTensors like torch's"
+
+
+def _dtensor_params(placements_of, seed):
+    """Params of odd shapes (uneven shards), each placed by ``placements_of(ndim)``."""
+    from torch.distributed.tensor import distribute_tensor, init_device_mesh
+    mesh = init_device_mesh("cpu", (WORLD,))
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(5, 7), (3,), (2, 3, 4)]
+    return [torch.nn.Parameter(distribute_tensor(torch.randn(s, generator=gen), mesh, placements_of(len(s))))
+            for s in shapes]
+
+
+def check_placements(placement, backend):
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+    choice = {"Shard(0)": lambda ndim: [Shard(0)], "Replicate": lambda ndim: [Replicate()],
+              "Shard(1)": lambda ndim: [Shard(1) if ndim > 1 else Shard(0)]}[placement]
+    params_a, params_b = _dtensor_params(choice, 0), _dtensor_params(choice, 0)
+    t_opt, sched, f_opt = _pair("adamw", backend, params_a, params_b)
+    for step in range(STEPS):
+        gen = torch.Generator().manual_seed(200 + step)
+        for a, b in zip(params_a, params_b):
+            g = distribute_tensor(torch.randn(a.shape, generator=gen), a.device_mesh, a.placements)
+            a.grad, b.grad = g, g.clone()
+        t_opt.step()
+        f_opt.step()
+        sched.step()
+    assert _max_error(params_a, params_b) < 1e-5
+
+
+def check_grad_placement_refused(backend):
+    """A grad sharded unlike its param is refused by name, nothing updated."""
+    import fusedlr
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+    param = _dtensor_params(lambda ndim: [Shard(0)], 0)[0]
+    opt = fusedlr.AdamW([param], lr=0.1, backend=backend)
+    before = param.to_local().clone()
+    param.grad = distribute_tensor(torch.ones(param.shape), param.device_mesh, [Replicate()])
+    try:
+        opt.step()
+    except RuntimeError as exc:
+        assert "placements" in str(exc) and "param_groups[0]['params'][0]" in str(exc), str(exc)
+    else:
+        raise AssertionError("a grad sharded unlike its param was accepted")
+    assert torch.equal(param.to_local(), before)
+
+
+def checks(backends):
+    names = {}
+    for backend in backends:
+        for kind in ("adamw", "sgd"):
+            names[f"fsdp2-{kind}-{backend}"] = (check_fsdp2, kind, backend)
+        for placement in ("Shard(0)", "Shard(1)", "Replicate"):
+            names[f"dtensor-{placement}-{backend}"] = (check_placements, placement, backend)
+        names[f"grad-placement-refused-{backend}"] = (check_grad_placement_refused, backend)
+    return names
+
+
+def worker(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    import fusedlr
+    backends = [b for b in ("reference", "cpu", "emulated") if b in fusedlr.available_backends()]
+    results = {}
+    for name, (check, *args) in checks(backends).items():
+        try:
+            check(*args)
+            results[name] = None
+        except Exception:  # noqa: BLE001 - reported per check
+            results[name] = traceback.format_exc()
+        dist.barrier()
+    gathered = [None] * WORLD
+    dist.all_gather_object(gathered, results)
+    if rank == 0:
+        merged = {name: next((r[name] for r in gathered if r[name]), None) for name in results}
+        with open(out, "w") as f:
+            json.dump(merged, f)
+    dist.destroy_process_group()
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    mp.spawn(worker, args=(_free_port(), sys.argv[1]), nprocs=WORLD)
