@@ -1,8 +1,8 @@
 """fusedlr: fused optimizers whose learning-rate schedule runs on the device."""
 from . import schedules
 from ._native import available_backends, build_info
-from .optim import SGD, AdamW
+from .optim import SGD, AdamW, SchedulerView
 from .param_groups import layer_decay_param_groups
 
-__all__ = ["SGD", "AdamW", "schedules", "available_backends", "build_info", "layer_decay_param_groups"]
+__all__ = ["SGD", "AdamW", "SchedulerView", "schedules", "available_backends", "build_info", "layer_decay_param_groups"]
 __version__ = "0.1.0"

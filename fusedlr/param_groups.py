@@ -28,8 +28,9 @@ def layer_decay_param_groups(named_parameters: Iterable[tuple[str, torch.nn.Para
                              layer_of: Callable[[str, int], int] | None = None) -> list[dict]:
     """Param groups for layer-wise lr decay (timm ``param_groups_layer_decay``):
     a parameter in layer ``i`` of ``0..num_layers`` gets
-    ``lr * layer_decay ** (num_layers - i)``; its group also records ``lr_scale``.
-    Parameters with ``requires_grad=False`` are left out."""
+    ``lr * layer_decay ** (num_layers - i)``; its group also records that
+    factor as ``layer_scale`` (not timm's ``lr_scale``, which timm's schedulers
+    multiply in again, and fusedlr refuses). Parameters with ``requires_grad=False`` are left out."""
     lr = check.positive("lr", lr)
     layer_decay = check.in_range("layer_decay", layer_decay, 0, 1, low_open=True)
     num_layers = check.integer("num_layers", num_layers, 1)
@@ -49,5 +50,5 @@ def layer_decay_param_groups(named_parameters: Iterable[tuple[str, torch.nn.Para
     groups = []
     for layer in sorted(by_layer):
         scale = layer_decay ** (num_layers - layer)
-        groups.append({"params": by_layer[layer], "lr": lr * scale, "lr_scale": scale, "layer_id": layer})
+        groups.append({"params": by_layer[layer], "lr": lr * scale, "layer_scale": scale, "layer_id": layer})
     return groups

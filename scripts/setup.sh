@@ -22,7 +22,9 @@ have pybind11 || missing+=("pybind11>=2.12")
 command -v ninja >/dev/null || have ninja || missing+=(ninja)
 command -v cmake >/dev/null || missing+=("cmake>=3.18")
 have numpy || missing+=(numpy)
-case ",$extra," in *,test,*) have pytest || missing+=(pytest); have hypothesis || missing+=(hypothesis);; esac
+# transformers and accelerate: the trainer integration tests run fusedlr inside them
+case ",$extra," in *,test,*) have pytest || missing+=(pytest); have hypothesis || missing+=(hypothesis)
+  have transformers || missing+=(transformers); have accelerate || missing+=(accelerate);; esac
 case ",$extra," in *,plot,*) have matplotlib || missing+=(matplotlib);; esac
 [ ${#missing[@]} -eq 0 ] || pip install -q "${missing[@]}"
 # with nvcc, the tests read the built kernels' SASS: cuobjdump and nvdisasm come

@@ -66,7 +66,7 @@ def test_layer_decay_groups_follow_timm_scaling():
     # timm: embeddings are layer 0, block k is layer k+1, the head is the last layer
     assert sorted(by_layer) == [0, 1, 2, 3, 4]
     for layer, group in by_layer.items():
-        assert group["lr_scale"] == 0.5 ** (4 - layer)
+        assert group["layer_scale"] == 0.5 ** (4 - layer)
         assert math.isclose(group["lr"], 1e-3 * 0.5 ** (4 - layer))
     assert by_layer[0]["params"] == [model.embed.weight, model.embed.bias]
     assert by_layer[2]["params"] == [model.blocks[1].attn.weight, model.blocks[1].attn.bias]

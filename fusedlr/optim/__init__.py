@@ -1,5 +1,6 @@
 """Fused optimizers whose lr schedule runs inside the update kernel."""
 from .adamw import AdamW
+from .scheduler_view import SchedulerView
 from .sgd import SGD
 
-__all__ = ["AdamW", "SGD"]
+__all__ = ["AdamW", "SGD", "SchedulerView"]

@@ -17,6 +17,7 @@ from .buckets import check_param, describe
 from .device_state import DeviceState
 from .distributed import check_same_sharding, is_distributed, local_tensor
 from .group_tables import HYPER_SCHEDULES
+from .scheduler_guard import refuse_torch_scheduler
 from .step_plan import StepPlan
 
 
@@ -49,6 +50,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._constructing = True  # schedules may be written for groups not added yet
         #: set when torch.compile traced step(): the compiled step's own counter writes bump its version
         self._compiled_steps = False
+        self._step_calls = 0  # host count of step() calls (SchedulerView's clock; no device read)
         super().__init__(params, defaults)
         self._constructing = False
         self._refresh_tables()  # checks every schedule now, and a compiled step finds the tables ready
@@ -110,6 +112,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 group.setdefault(key, value)
         self._check_and_fill_schedule(group, where)
         self.check_group(group)
+        _refuse_lr_scale(group, where)
 
     def _check_and_fill_schedule(self, group: dict, where: str) -> None:
         if group.get("schedule") is None:
@@ -220,6 +223,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
+        refuse_torch_scheduler(self.param_groups)
+        self._step_calls += 1
         self._ready_tables()
         if torch.compiler.is_compiling():
             compiled_step.traced_step(self, self._backend_of, grad_scale, found_inf, _on)
@@ -396,6 +401,18 @@ class FusedOptimizer(torch.optim.Optimizer):
             self._refresh_tables()
         return ds.next_lr
 
+    def lrs_at(self, step) -> torch.Tensor:
+        """float64 tensor (one entry per param group), on the device of the first
+        param: the lrs the schedules give at schedule step ``step`` (an int or an
+        int64 tensor), with the plateau reductions made so far; no host sync
+        for a tensor ``step``."""
+        ds = self._primary()
+        if not self._capturing():
+            self._take_up_counter_writes()
+            self._refresh_tables()
+        step = torch.as_tensor(step, dtype=torch.int64, device=ds.device)
+        return ds.lrs_at(self.param_groups, step)
+
     # ---- checkpoints --------------------------------------------------------
     def state_dict(self) -> dict:
         """torch's optimizer state_dict, with each group's schedules stored as
@@ -446,6 +463,17 @@ class FusedOptimizer(torch.optim.Optimizer):
         except (TypeError, ValueError, RuntimeError):
             return False
         return _is_step_tensor(state.get("step"), param)
+
+
+def _refuse_lr_scale(group: dict, where: str) -> None:
+    """timm's layer-decay groups carry ``lr_scale``, which timm's own schedulers
+    multiply into the lr they write; fusedlr's schedules would silently ignore it."""
+    scale = group.get("lr_scale", 1.0)
+    if scale != 1.0:
+        raise ValueError(
+            f"{where}: lr_scale={scale!r} (timm's layer-decay convention, applied by timm's schedulers) is not applied "
+            "by fusedlr; fold it into the group's lr (group['lr'] = lr * lr_scale, which scales every schedule "
+            "relative to the base lr), e.g. with fusedlr.layer_decay_param_groups, and drop lr_scale")
 
 
 def _is_step_tensor(step, param: torch.Tensor) -> bool:

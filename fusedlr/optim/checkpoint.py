@@ -13,6 +13,7 @@ import torch
 from .. import _native
 from ..schedules import Schedule, serialize
 from .buckets import describe
+from .scheduler_guard import follows_schedule
 
 
 def export(optimizer, state_dict: dict) -> dict:
@@ -129,6 +130,8 @@ def _merged_groups(optimizer, saved_groups, decoder: serialize.Decoder) -> list[
                 new.setdefault(key, value)
         if from_torch and "initial_lr" in new:
             new["lr"] = new["initial_lr"]
+            if follows_schedule(new):  # the torch scheduler's part is now the fusedlr schedule's
+                del new["initial_lr"]
         optimizer.check_group_fully(new, f"param_groups[{g}]")
         merged.append(new)
     optimizer.check_schedules(merged)

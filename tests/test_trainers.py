@@ -1,0 +1,108 @@
+"""fusedlr inside HF Trainer and accelerate, against torch.optim in the same
+trainer: the default path refuses the double schedule clearly, and with
+SchedulerView the run and the logged lrs equal torch's."""
+import tempfile
+
+import pytest
+import torch
+
+import fusedlr
+from fusedlr import schedules as S
+
+STEPS, WARMUP, LR = 8, 3, 0.05
+
+
+class TinyRegression(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 1)
+
+    def forward(self, x, labels):
+        return {"loss": torch.nn.functional.mse_loss(self.lin(x).squeeze(-1), labels)}
+
+
+def _data():
+    gen = torch.Generator().manual_seed(0)
+    return [{"x": torch.randn(6, generator=gen), "labels": torch.randn((), generator=gen)} for _ in range(64)]
+
+
+def _hf_run(make_optimizers):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    torch.manual_seed(0)
+    model = TinyRegression()
+    with tempfile.TemporaryDirectory() as out:
+        args = transformers.TrainingArguments(
+            output_dir=out, max_steps=STEPS, per_device_train_batch_size=4, learning_rate=LR, warmup_steps=WARMUP,
+            weight_decay=0.0, logging_steps=1, report_to=[], use_cpu=True, save_strategy="no", seed=0,
+            disable_tqdm=True)
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=_data(),
+                                       optimizers=make_optimizers(model))
+        trainer.train()
+    logged = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
+    return model, logged
+
+
+def _fused(model, backend="cpu"):
+    return fusedlr.AdamW(model.parameters(), lr=LR, weight_decay=0.0,
+                         schedule=S.get_scheduler("linear", WARMUP, STEPS), backend=backend)
+
+
+def test_hf_trainer_with_scheduler_view_matches_torch(native_backend):
+    if native_backend == "cuda":
+        pytest.skip("the Trainer here runs on the CPU")
+    torch_model, torch_lrs = _hf_run(lambda model: (None, None))  # HF's AdamW + its linear warmup schedule
+
+    def fused(model):
+        opt = _fused(model, native_backend)
+        return opt, fusedlr.SchedulerView(opt)
+
+    fused_model, fused_lrs = _hf_run(fused)
+    assert len(fused_lrs) == STEPS
+    assert fused_lrs == pytest.approx(torch_lrs, rel=1e-9, abs=1e-15)
+    for a, b in zip(torch_model.parameters(), fused_model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_hf_trainer_default_scheduler_is_refused():
+    """Trainer(optimizers=(opt, None)) attaches its own LambdaLR: a clear error
+    at the first step, not a squared warmup."""
+    with pytest.raises(RuntimeError, match="SchedulerView"):
+        _hf_run(lambda model: (_fused(model), None))
+
+
+def test_accelerate_with_scheduler_view_matches_torch():
+    accelerate = pytest.importorskip("accelerate")
+    data = _data()
+
+    def run(make):
+        torch.manual_seed(0)
+        model = TinyRegression()
+        opt, sched = make(model)
+        accelerator = accelerate.Accelerator(cpu=True, gradient_accumulation_steps=2)
+        model, opt, sched = accelerator.prepare(model, opt, sched)
+        lrs = []
+        for i in range(0, 4 * 2 * STEPS, 4):
+            batch = {k: torch.stack([d[k] for d in data[i % 64:i % 64 + 4]]) for k in data[0]}
+            with accelerator.accumulate(model):
+                accelerator.backward(model(**batch)["loss"])
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+            lrs.append(sched.get_last_lr()[0])
+        return model, lrs
+
+    def torch_pair(model):
+        opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+        lam = lambda s: s / WARMUP if s < WARMUP else max(0.0, (STEPS - s) / (STEPS - WARMUP))  # noqa: E731
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lam)
+
+    def fused_pair(model):
+        opt = _fused(model)
+        return opt, fusedlr.SchedulerView(opt)
+
+    torch_model, torch_lrs = run(torch_pair)
+    fused_model, fused_lrs = run(fused_pair)
+    assert fused_lrs == pytest.approx(torch_lrs, rel=1e-9, abs=1e-15)
+    for a, b in zip(torch_model.parameters(), fused_model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
