@@ -114,6 +114,108 @@ def check_grad_placement_refused(backend):
     assert torch.equal(param.to_local(), before)
 
 
+def _resume_matches(run_through, run_saving_and_resuming):
+    """Parameters, step count and next lrs of a run resumed from a checkpoint
+    equal those of the same run without the interruption."""
+    (params_a, opt_a), (params_b, opt_b) = run_through(), run_saving_and_resuming()
+    for a, b in zip(params_a, params_b):
+        a, b = (t.detach().to_local() if hasattr(t, "to_local") else t.detach() for t in (a, b))
+        assert torch.equal(a, b), f"resumed params differ by {(a - b).abs().max()}"
+    assert int(opt_a.step_count) == int(opt_b.step_count), (int(opt_a.step_count), int(opt_b.step_count))
+    assert torch.equal(opt_a.current_lr, opt_b.current_lr), (opt_a.current_lr, opt_b.current_lr)
+
+
+def _train(model, opt, steps, first):
+    """Steps ``first..first+steps``: every third one without grads (the schedule
+    still moves), a falling-then-flat metric reported to the plateau."""
+    for step in range(first, first + steps):
+        if step % 3 != 2:
+            torch.manual_seed(300 + step)
+            model(torch.randn(6, 9)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        opt.report(max(1.0, 4.0 - step))
+
+
+def _plateau_schedule():
+    from fusedlr import schedules as S
+    return S.Chain([S.with_warmup(S.Constant(), 2), S.Plateau(factor=0.5, patience=0)])
+
+
+def check_dcp_resume(backend):
+    """get_optimizer_state_dict -> dcp.save -> dcp.load -> set_optimizer_state_dict
+    keeps the step count (with steps no param had a grad for), the plateau
+    state and the schedules."""
+    import fusedlr
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                         set_model_state_dict, set_optimizer_state_dict)
+
+    def fresh():
+        model = _sharded_model(0)
+        return model, fusedlr.AdamW(model.parameters(), lr=0.05, schedule=_plateau_schedule(), backend=backend)
+
+    def through():
+        model, opt = fresh()
+        _train(model, opt, 7, 0)
+        return list(model.parameters()), opt
+
+    def resumed():
+        model, opt = fresh()
+        _train(model, opt, 4, 0)
+        path = [tempfile.mkdtemp() if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(path)
+        dcp.save({"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
+                 checkpoint_id=path[0])
+        model, opt = fresh()
+        state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
+        dcp.load(state, checkpoint_id=path[0])
+        set_model_state_dict(model, state["model"])
+        set_optimizer_state_dict(model, opt, state["optim"])
+        _train(model, opt, 3, 4)
+        return list(model.parameters()), opt
+
+    _resume_matches(through, resumed)
+
+
+def check_zero_resume(backend):
+    """ZeroRedundancyOptimizer(optimizer_class=fusedlr.AdamW): its consolidated
+    state_dict, loaded into a new one (which replaces the inner optimizer's
+    state without calling its load_state_dict), resumes exactly."""
+    import fusedlr
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    def fresh():
+        torch.manual_seed(0)  # the same model and data on every rank: no DDP needed
+        model = torch.nn.Sequential(torch.nn.Linear(9, 17), torch.nn.ReLU(), torch.nn.Linear(17, 1))
+        zero = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=fusedlr.AdamW, lr=0.05,
+                                       schedule=_plateau_schedule(), backend=backend)
+        zero.report = zero.optim.report
+        return model, zero
+
+    def through():
+        model, zero = fresh()
+        _train(model, zero, 7, 0)
+        return list(model.parameters()), zero.optim
+
+    def resumed():
+        model, zero = fresh()
+        _train(model, zero, 4, 0)
+        zero.consolidate_state_dict(to=0)
+        saved = [zero.state_dict() if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(saved)
+        weights = [p.detach().clone() for p in model.parameters()]
+        model, zero = fresh()
+        with torch.no_grad():
+            for p, w in zip(model.parameters(), weights):
+                p.copy_(w)
+        zero.load_state_dict(saved[0])
+        _train(model, zero, 3, 4)
+        return list(model.parameters()), zero.optim
+
+    _resume_matches(through, resumed)
+
+
 def checks(backends):
     names = {}
     for backend in backends:
@@ -122,6 +224,8 @@ def checks(backends):
         for placement in ("Shard(0)", "Shard(1)", "Replicate"):
             names[f"dtensor-{placement}-{backend}"] = (check_placements, placement, backend)
         names[f"grad-placement-refused-{backend}"] = (check_grad_placement_refused, backend)
+        names[f"dcp-resume-{backend}"] = (check_dcp_resume, backend)
+        names[f"zero-resume-{backend}"] = (check_zero_resume, backend)
     return names
 
 

@@ -291,39 +291,42 @@ def _with(sd, path, value):
     return sd
 
 
+_STORED_SCHEDULES = ("param_groups", 0, "fusedlr", "schedules")  # where state_dict() keeps them
+
 BAD_CHECKPOINTS = {
     "fusedlr SGD into AdamW": (lambda: _stepped(fusedlr.SGD, lr=0.1, momentum=0.9).state_dict(),
                                ValueError, "from fusedlr.SGD"),
     "torch SGD into AdamW": (_torch_sgd_state, ValueError, "'momentum_buffer', which fusedlr.AdamW does not keep"),
     "a (1,) state for a (4, 3) param": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("state", 0, "exp_avg"),
                                                       torch.ones(1)), ValueError, r"shape \(1,\) but the param"),
-    "a negative step_count": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("fusedlr", "step_count"),
-                                            torch.tensor(-5)), ValueError, "step_count.*integer in"),
-    "a fractional step_count": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("fusedlr", "step_count"), 5.5),
-                                ValueError, "step_count.*integer >= 0, got 5.5"),
+    "a negative step_count": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("state", 0, "schedule_step"),
+                                            torch.tensor(-5)), ValueError, "schedule_step.*integer in"),
+    "a fractional step_count": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("state", 0, "schedule_step"), 5.5),
+                                ValueError, "schedule_step.*integer >= 0, got 5.5"),
     "a param step of -1": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("state", 1, "step"),
                                          torch.tensor(-1.0)), ValueError, r"\['params'\]\[1\]: saved state\['step'\]"),
-    "a plateau buffer of another size": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("fusedlr", "plateau"),
-                                                       torch.zeros(3, dtype=torch.float64)), ValueError, "plateau"),
+    "a plateau buffer of another size": (
+        lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("state", 0, "schedule_plateau"),
+                      torch.zeros(3, dtype=torch.float64)), ValueError, "plateau"),
     "state for an unknown param": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("state", 7), {}),
                                    ValueError, "no param group lists"),
-    "an unknown schedule type": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("fusedlr", "schedules", 0, "type"),
+    "an unknown schedule type": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), (*_STORED_SCHEDULES, 0, "type"),
                                                "os.system"), ValueError, "unknown type 'os.system'"),
     # stored schedules are rebuilt through their constructors: nothing malformed reaches the evaluator
-    "an empty stored Chain": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("fusedlr", "schedules", 0),
+    "an empty stored Chain": (lambda: _with(_stepped(fusedlr.AdamW).state_dict(), (*_STORED_SCHEDULES, 0),
                                             {"type": "Chain", "fields": {"schedules": []}}),
                               ValueError, r"node 0 \(Chain\) is invalid: schedules must hold at least one"),
     "stored Piecewise factors that do not fit": (
-        lambda: _with(_stepped(fusedlr.AdamW).state_dict(), ("fusedlr", "schedules", 0),
+        lambda: _with(_stepped(fusedlr.AdamW).state_dict(), (*_STORED_SCHEDULES, 0),
                       {"type": "MultiStep", "fields": {"milestones": [3], "gamma": 0.5, "boundaries": [3.0, 5.0, 7.0],
                                                         "factors": [1.0]}}),
         ValueError, r"node 0 \(MultiStep\) is invalid: factors must have"),
     "stored OneCycle phases that do not fit": (
         lambda: _with(_stepped(fusedlr.AdamW, schedule=S.OneCycle(0.1, 100)).state_dict(),
-                      ("fusedlr", "schedules", 0, "fields", "phase_ends"), list(range(100))),
+                      (*_STORED_SCHEDULES, 0, "fields", "phase_ends"), list(range(100))),
         ValueError, r"node 0 \(OneCycle\) is invalid: a 2-phase cycle needs"),
     "a stored negative T_max": (lambda: _with(_stepped(fusedlr.AdamW, schedule=S.Cosine(10)).state_dict(),
-                                              ("fusedlr", "schedules", 0, "fields", "T_max"), -3.0),
+                                              (*_STORED_SCHEDULES, 0, "fields", "T_max"), -3.0),
                                 ValueError, "T_max must be in"),
 }
 

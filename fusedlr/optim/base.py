@@ -173,6 +173,11 @@ class FusedOptimizer(torch.optim.Optimizer):
                 check_same_sharding(param, t, f"state[{name!r}]", where)
             if not local_tensor(t).is_contiguous():
                 raise RuntimeError(f"{where}: state[{name!r}] must be a contiguous tensor")
+        if "schedule_step" in state:  # a checkpoint's state put in place without load_state_dict (ZeRO's load)
+            checkpoint.step_count_value(state["schedule_step"], f"{where}: state['schedule_step']")
+        if "schedule_plateau" in state:
+            checkpoint.check_plateau(state["schedule_plateau"], len(self.param_groups),
+                                     f"{where}: state['schedule_plateau']")
         step = state.get("step")
         if step is None or _is_step_tensor(step, param):
             return
@@ -186,12 +191,27 @@ class FusedOptimizer(torch.optim.Optimizer):
         if not state:
             state = self.state[param] = self.init_state(param, group)
             return state
+        self._take_up_saved_schedule_state(state)
         step = state.get("step")
         if not _is_step_tensor(step, param):
             count = 0 if step is None else checkpoint.step_count_value(step, "state['step']")
             state["step"] = torch.full((), count, dtype=torch.int64, device=param.device)
         self.complete_state(param, group, state)
         return state
+
+    def _take_up_saved_schedule_state(self, state: dict) -> None:
+        """A checkpoint's per-param state put in place directly (ZeRO's
+        load_state_dict replaces ``opt.state[p]`` without calling this
+        optimizer's) carries the schedule step and plateau buffer it was saved
+        with (checked by ``check_state``): move them into the device counters."""
+        count, plateau = state.pop("schedule_step", None), state.pop("schedule_plateau", None)
+        for ds in self._devices.values():
+            if count is not None:
+                ds.step.fill_(checkpoint.step_count_value(count, "state['schedule_step']"))
+                ds.note_own_write()
+            if plateau is not None and ds.plateau is not None and ds.plateau.numel() == plateau.numel():
+                ds.plateau.copy_(plateau.reshape(ds.plateau.shape))
+            ds.key = None
 
     def device_state(self, device: torch.device) -> DeviceState:
         """The device's counter and tables, made (with the current step count) when first seen."""

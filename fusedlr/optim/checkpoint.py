@@ -17,9 +17,13 @@ from .scheduler_guard import follows_schedule
 
 
 def export(optimizer, state_dict: dict) -> dict:
-    """torch's state_dict with each group's schedules replaced by references
-    into ``state_dict["fusedlr"]["schedules"]``, plus the step counter and the
-    plateau buffer."""
+    """torch's state_dict, laid out so that every checkpoint path keeps it (DCP's
+    ``get_optimizer_state_dict``, ZeRO's consolidation, torch.save), as those
+    keep ``state`` and ``param_groups`` only: each group's schedules become
+    references into ``param_groups[0]["fusedlr"]["schedules"]`` (with the
+    optimizer kind), and each param's state also holds the schedule step
+    counter (``schedule_step``) and, with a Plateau, the plateau buffer
+    (``schedule_plateau``)."""
     keys = optimizer.schedule_keys
     groups = state_dict["param_groups"]  # torch's copies: the optimizer's own groups are untouched
     refs, nodes = serialize.encode([group.get(key) for group in groups for key in keys])
@@ -27,9 +31,14 @@ def export(optimizer, state_dict: dict) -> dict:
     for group in groups:
         for key in keys:
             group[key] = next(refs)
+    groups[0]["fusedlr"] = {"optimizer": optimizer.kind, "schedules": nodes}
     ds = optimizer._primary()
-    state_dict["fusedlr"] = {"optimizer": optimizer.kind, "step_count": ds.step.clone(),
-                             "plateau": ds.plateau.clone(), "schedules": nodes}
+    extra = {"schedule_step": ds.step}
+    if ds.plateau_schedule is not None:
+        extra["schedule_plateau"] = ds.plateau
+    # new dicts: torch's "state" holds the optimizer's own state dicts
+    state_dict["state"] = {index: {**st, **{k: v.clone() for k, v in extra.items()}}
+                           for index, st in state_dict["state"].items()}
     return state_dict
 
 
@@ -57,34 +66,48 @@ def check(optimizer, state_dict) -> Checked:
         if len(saved["params"]) != len(group["params"]):
             raise ValueError(f"param_groups[{g}]: the state_dict lists {len(saved['params'])} params, the optimizer "
                              f"{len(group['params'])}")
-    extra = state_dict.get("fusedlr") or {}
+    # param_groups[0]["fusedlr"]; at the top level in checkpoints from before DCP and ZeRO were supported
+    extra = (state_dict.get("fusedlr") or saved_groups[0].get("fusedlr") or {}) if saved_groups else {}
     if not isinstance(extra, dict):
-        raise TypeError(f"state_dict['fusedlr'] must be a dict, got {type(extra).__name__}")
+        raise TypeError(f"state_dict['param_groups'][0]['fusedlr'] must be a dict, got {type(extra).__name__}")
     name = OPTIMIZER_NAMES[optimizer.kind]
     kind = extra.get("optimizer", optimizer.kind)
     if kind != optimizer.kind:
         raise ValueError(f"this state_dict is from fusedlr.{OPTIMIZER_NAMES.get(kind, kind)}; it cannot be loaded "
                          f"into fusedlr.{name}")
-    steps = _check_states(optimizer, state_dict["state"], saved_groups, name)
+    saved = _check_states(optimizer, state_dict["state"], saved_groups, name)
     merged = _merged_groups(optimizer, saved_groups, serialize.Decoder(extra.get("schedules", [])))
     if "step_count" in extra:
         count = step_count_value(extra["step_count"], "state_dict['fusedlr']['step_count']")
-    else:  # torch's, or fusedlr's before it kept one: the most updates any param received
-        count = max(steps, default=0)
-    plateau = extra.get("plateau")
+    elif saved.schedule_steps:
+        count = max(saved.schedule_steps)
+    else:  # torch's: the most updates any param received
+        count = max(saved.steps, default=0)
+    plateau = extra.get("plateau", saved.plateau)
     if plateau is not None:
-        expected = _native.format_constants().PLATEAU_HEADER + 2 * len(groups)
-        if not isinstance(plateau, torch.Tensor) or not plateau.is_floating_point() or plateau.numel() != expected:
-            raise ValueError(f"state_dict['fusedlr']['plateau'] must be a float tensor of {expected} values for "
-                             f"{len(groups)} param groups, got "
-                             f"{describe(plateau) if isinstance(plateau, torch.Tensor) else repr(plateau)}")
+        check_plateau(plateau, len(groups), "the saved plateau buffer (schedule_plateau)")
     torch_state_dict = dict(state_dict, param_groups=[dict(group, params=saved["params"])
                                                       for group, saved in zip(merged, saved_groups)])
     return Checked(torch_state_dict, count, plateau)
 
 
-def _check_states(optimizer, states, saved_groups, name: str) -> list[int]:
-    """Check each saved param state against its param; the saved step counts."""
+def check_plateau(plateau, num_groups: int, what: str) -> None:
+    expected = _native.format_constants().PLATEAU_HEADER + 2 * num_groups
+    if not isinstance(plateau, torch.Tensor) or not plateau.is_floating_point() or plateau.numel() != expected:
+        raise ValueError(f"{what} must be a float tensor of {expected} values for {num_groups} param groups, got "
+                         f"{describe(plateau) if isinstance(plateau, torch.Tensor) else repr(plateau)}")
+
+
+@dataclass
+class SavedStates:
+    """What ``_check_states`` read from the saved per-param states."""
+    steps: list  # each param's update count
+    schedule_steps: list  # the optimizer's schedule step, as each param's state recorded it
+    plateau: torch.Tensor | None  # the plateau buffer, as the first param's state recorded it
+
+
+def _check_states(optimizer, states, saved_groups, name: str) -> SavedStates:
+    """Check each saved param state against its param."""
     if not isinstance(states, dict):
         raise TypeError(f"state_dict['state'] must be a dict, got {type(states).__name__}")
     params = {}
@@ -92,7 +115,7 @@ def _check_states(optimizer, states, saved_groups, name: str) -> list[int]:
         for i, (saved_id, p) in enumerate(zip(saved["params"], group["params"])):
             params[saved_id] = (p, f"param_groups[{g}]['params'][{i}]")
     foreign = set().union(*STATE_KEYS.values()) - STATE_KEYS[optimizer.kind]
-    steps = []
+    saved = SavedStates([], [], None)
     for saved_id, st in states.items():
         if saved_id not in params:
             raise ValueError(f"state_dict['state'] has an entry for param {saved_id!r}, which no param group lists")
@@ -104,14 +127,19 @@ def _check_states(optimizer, states, saved_groups, name: str) -> list[int]:
                 raise ValueError(f"{where}: the saved state holds {key!r}, which fusedlr.{name} does not keep: this "
                                  "state_dict is from another optimizer")
             if key == "step":
-                steps.append(step_count_value(value, f"{where}: saved state['step']"))
+                saved.steps.append(step_count_value(value, f"{where}: saved state['step']"))
+            elif key == "schedule_step":
+                saved.schedule_steps.append(step_count_value(value, f"{where}: saved state['schedule_step']"))
+            elif key == "schedule_plateau":
+                check_plateau(value, len(saved_groups), f"{where}: saved state['schedule_plateau']")
+                saved.plateau = value if saved.plateau is None else saved.plateau
             elif isinstance(value, torch.Tensor):
                 if value.shape != p.shape:
                     raise ValueError(f"{where}: saved state[{key!r}] has shape {tuple(value.shape)} but the param has "
                                      f"shape {tuple(p.shape)}")
                 if not value.is_floating_point():
                     raise TypeError(f"{where}: saved state[{key!r}] must be a floating-point tensor, got {value.dtype}")
-    return steps
+    return saved
 
 
 def _merged_groups(optimizer, saved_groups, decoder: serialize.Decoder) -> list[dict]:
@@ -120,7 +148,7 @@ def _merged_groups(optimizer, saved_groups, decoder: serialize.Decoder) -> list[
     attached, its initial_lr is the base lr), checked."""
     merged = []
     for g, (saved, group) in enumerate(zip(saved_groups, optimizer.param_groups)):
-        new = {k: v for k, v in saved.items() if k != "params"}
+        new = {k: v for k, v in saved.items() if k not in ("params", "fusedlr")}
         for key in optimizer.schedule_keys:
             if key in new:
                 new[key] = _schedule(new[key], decoder, f"param_groups[{g}][{key!r}]")
