@@ -22,9 +22,10 @@ have pybind11 || missing+=("pybind11>=2.12")
 command -v ninja >/dev/null || have ninja || missing+=(ninja)
 command -v cmake >/dev/null || missing+=("cmake>=3.18")
 have numpy || missing+=(numpy)
-# transformers and accelerate: the trainer integration tests run fusedlr inside them
+# transformers, accelerate, pytorch-lightning: the trainer tests run fusedlr inside them
 case ",$extra," in *,test,*) have pytest || missing+=(pytest); have hypothesis || missing+=(hypothesis)
-  have transformers || missing+=(transformers); have accelerate || missing+=(accelerate);; esac
+  have transformers || missing+=(transformers); have accelerate || missing+=(accelerate)
+  have pytorch_lightning || missing+=(pytorch-lightning);; esac
 case ",$extra," in *,plot,*) have matplotlib || missing+=(matplotlib);; esac
 [ ${#missing[@]} -eq 0 ] || pip install -q "${missing[@]}"
 # with nvcc, the tests read the built kernels' SASS: cuobjdump and nvdisasm come

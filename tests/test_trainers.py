@@ -1,4 +1,4 @@
-"""fusedlr inside HF Trainer and accelerate, against torch.optim in the same
+"""fusedlr inside HF Trainer, accelerate and Lightning, against torch.optim in the same
 trainer: the default path refuses the double schedule clearly, and with
 SchedulerView the run and the logged lrs equal torch's."""
 import tempfile
@@ -103,6 +103,53 @@ def test_accelerate_with_scheduler_view_matches_torch():
 
     torch_model, torch_lrs = run(torch_pair)
     fused_model, fused_lrs = run(fused_pair)
+    assert fused_lrs == pytest.approx(torch_lrs, rel=1e-9, abs=1e-15)
+    for a, b in zip(torch_model.parameters(), fused_model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_lightning_with_scheduler_view_matches_torch():
+    pl = pytest.importorskip("pytorch_lightning")
+    data = _data()
+
+    class Module(pl.LightningModule):
+        def __init__(self, make):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = TinyRegression()
+            self.make = make
+            self.lrs = []
+
+        def training_step(self, batch, _):
+            return self.net(**batch)["loss"]
+
+        def on_train_batch_end(self, *args):
+            self.lrs.append(self.lr_schedulers().get_last_lr()[0])
+
+        def configure_optimizers(self):
+            opt, sched = self.make(self.net)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def run(make):
+        module = Module(make)
+        loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=False)
+        trainer = pl.Trainer(max_steps=STEPS, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(module, loader)
+        return module.net, module.lrs
+
+    def torch_pair(model):
+        opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+        lam = lambda s: s / WARMUP if s < WARMUP else max(0.0, (STEPS - s) / (STEPS - WARMUP))  # noqa: E731
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lam)
+
+    def fused_pair(model):
+        opt = _fused(model)
+        return opt, fusedlr.SchedulerView(opt)
+
+    torch_model, torch_lrs = run(torch_pair)
+    fused_model, fused_lrs = run(fused_pair)
+    assert len(fused_lrs) == STEPS
     assert fused_lrs == pytest.approx(torch_lrs, rel=1e-9, abs=1e-15)
     for a, b in zip(torch_model.parameters(), fused_model.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
