@@ -153,3 +153,29 @@ def test_lightning_with_scheduler_view_matches_torch():
     assert fused_lrs == pytest.approx(torch_lrs, rel=1e-9, abs=1e-15)
     for a, b in zip(torch_model.parameters(), fused_model.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_hf_trainer_resumes_exactly():
+    """Trainer(resume_from_checkpoint=...) loads the fusedlr optimizer's
+    checkpoint (torch.load(weights_only=True)) and continues as if never stopped."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+
+    def run(out, resume=None):
+        torch.manual_seed(0)
+        model = TinyRegression()
+        args = transformers.TrainingArguments(
+            output_dir=out, max_steps=STEPS, per_device_train_batch_size=4, learning_rate=LR, weight_decay=0.0,
+            report_to=[], use_cpu=True, save_strategy="steps", save_steps=STEPS // 2, seed=0, disable_tqdm=True)
+        opt = _fused(model)
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=_data(),
+                                       optimizers=(opt, fusedlr.SchedulerView(opt)))
+        trainer.train(resume_from_checkpoint=resume)
+        return model, opt
+
+    with tempfile.TemporaryDirectory() as out:
+        through, through_opt = run(out)
+        resumed, resumed_opt = run(out, resume=f"{out}/checkpoint-{STEPS // 2}")
+    assert int(resumed_opt.step_count) == int(through_opt.step_count) == STEPS
+    for a, b in zip(through.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)

@@ -205,6 +205,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         optimizer's) carries the schedule step and plateau buffer it was saved
         with (checked by ``check_state``): move them into the device counters."""
         count, plateau = state.pop("schedule_step", None), state.pop("schedule_plateau", None)
+        if count is None and plateau is None:
+            return
         for ds in self._devices.values():
             if count is not None:
                 ds.step.fill_(checkpoint.step_count_value(count, "state['schedule_step']"))
