@@ -16,6 +16,14 @@ def _warmup_linear(total, warmup):
     return lambda s: s / warmup if s < warmup else max(0.0, (total - s) / (total - warmup))
 
 
+def _step_both(base, step, tp, fp, t_opt, f_opt):
+    grads = grads_for_step(base, step)
+    set_grads(tp, grads)
+    set_grads(fp, grads)
+    t_opt.step()
+    f_opt.step()
+
+
 def test_view_reports_what_the_torch_scheduler_reports(backend):
     """Queried between opt.step() and sched.step() (where HF Trainer logs) and
     after both, get_last_lr() equals torch's, and the trajectories agree."""
@@ -27,11 +35,7 @@ def test_view_reports_what_the_torch_scheduler_reports(backend):
     view = fusedlr.SchedulerView(f_opt)
     assert view.get_last_lr() == pytest.approx(t_sched.get_last_lr(), rel=1e-12)
     for step in range(STEPS):
-        grads = grads_for_step(base, step)
-        set_grads(tp, grads)
-        set_grads(fp, grads)
-        t_opt.step()
-        f_opt.step()
+        _step_both(base, step, tp, fp, t_opt, f_opt)
         assert view.get_last_lr() == pytest.approx(t_sched.get_last_lr(), rel=1e-12, abs=1e-15)
         t_sched.step()
         view.step()
@@ -83,11 +87,7 @@ def test_torch_scheduler_drives_an_unscheduled_optimizer_like_torch(backend):
     f_opt = fusedlr.AdamW(split_groups(fp, GROUPS), backend=backend)
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, _warmup_linear(STEPS, 3)) for o in (t_opt, f_opt)]
     for step in range(STEPS):
-        grads = grads_for_step(base, step)
-        set_grads(tp, grads)
-        set_grads(fp, grads)
-        t_opt.step()
-        f_opt.step()
+        _step_both(base, step, tp, fp, t_opt, f_opt)
         for s in scheds:
             s.step()
     for a, b in zip(tp, fp):

@@ -48,6 +48,18 @@ def _fused(model, backend="cpu"):
                          schedule=S.get_scheduler("linear", WARMUP, STEPS), backend=backend)
 
 
+def _torch_pair(model):
+    """torch AdamW + HF's linear warmup-decay schedule, as a LambdaLR."""
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    lam = lambda s: s / WARMUP if s < WARMUP else max(0.0, (STEPS - s) / (STEPS - WARMUP))  # noqa: E731
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lam)
+
+
+def _fused_pair(model):
+    opt = _fused(model)
+    return opt, fusedlr.SchedulerView(opt)
+
+
 def test_hf_trainer_with_scheduler_view_matches_torch(native_backend):
     if native_backend == "cuda":
         pytest.skip("the Trainer here runs on the CPU")
@@ -92,17 +104,8 @@ def test_accelerate_with_scheduler_view_matches_torch():
             lrs.append(sched.get_last_lr()[0])
         return model, lrs
 
-    def torch_pair(model):
-        opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
-        lam = lambda s: s / WARMUP if s < WARMUP else max(0.0, (STEPS - s) / (STEPS - WARMUP))  # noqa: E731
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lam)
-
-    def fused_pair(model):
-        opt = _fused(model)
-        return opt, fusedlr.SchedulerView(opt)
-
-    torch_model, torch_lrs = run(torch_pair)
-    fused_model, fused_lrs = run(fused_pair)
+    torch_model, torch_lrs = run(_torch_pair)
+    fused_model, fused_lrs = run(_fused_pair)
     assert fused_lrs == pytest.approx(torch_lrs, rel=1e-9, abs=1e-15)
     for a, b in zip(torch_model.parameters(), fused_model.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
@@ -138,17 +141,8 @@ def test_lightning_with_scheduler_view_matches_torch():
         trainer.fit(module, loader)
         return module.net, module.lrs
 
-    def torch_pair(model):
-        opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
-        lam = lambda s: s / WARMUP if s < WARMUP else max(0.0, (STEPS - s) / (STEPS - WARMUP))  # noqa: E731
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lam)
-
-    def fused_pair(model):
-        opt = _fused(model)
-        return opt, fusedlr.SchedulerView(opt)
-
-    torch_model, torch_lrs = run(torch_pair)
-    fused_model, fused_lrs = run(fused_pair)
+    torch_model, torch_lrs = run(_torch_pair)
+    fused_model, fused_lrs = run(_fused_pair)
     assert len(fused_lrs) == STEPS
     assert fused_lrs == pytest.approx(torch_lrs, rel=1e-9, abs=1e-15)
     for a, b in zip(torch_model.parameters(), fused_model.parameters()):
