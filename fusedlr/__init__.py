@@ -2,7 +2,8 @@
 from . import schedules
 from ._native import available_backends, build_info
 from .optim import SGD, AdamW, SchedulerView
-from .param_groups import layer_decay_param_groups
+from .param_groups import fold_lr_scale, layer_decay_param_groups
 
-__all__ = ["SGD", "AdamW", "SchedulerView", "schedules", "available_backends", "build_info", "layer_decay_param_groups"]
+__all__ = ["SGD", "AdamW", "SchedulerView", "schedules", "available_backends", "build_info",
+           "layer_decay_param_groups", "fold_lr_scale"]
 __version__ = "0.1.0"

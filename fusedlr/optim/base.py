@@ -494,8 +494,8 @@ def _refuse_lr_scale(group: dict, where: str) -> None:
     if scale != 1.0:
         raise ValueError(
             f"{where}: lr_scale={scale!r} (timm's layer-decay convention, applied by timm's schedulers) is not applied "
-            "by fusedlr; fold it into the group's lr (group['lr'] = lr * lr_scale, which scales every schedule "
-            "relative to the base lr), e.g. with fusedlr.layer_decay_param_groups, and drop lr_scale")
+            "by fusedlr; fold it into the group's lr with fusedlr.fold_lr_scale(groups, lr) (lr * lr_scale, which "
+            "every fusedlr schedule then scales), or build the groups with fusedlr.layer_decay_param_groups")
 
 
 def _is_step_tensor(step, param: torch.Tensor) -> bool:
