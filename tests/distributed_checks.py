@@ -1,12 +1,12 @@
-"""Checks of fusedlr on DTensor params, run in 2 gloo processes on the CPU
-(``python distributed_checks.py OUT.json``; test_distributed.py runs it once).
-Each check compares a fusedlr optimizer against torch.optim + a torch
+"""Checks of fusedlr on DTensor params, run in 2 gloo processes on the CPU,
+then in 1 (loading the 2 ranks' DCP checkpoints, resharded)
+(``python distributed_checks.py OUT.json``; test_distributed.py runs it once;
+the checkpoints are left beside OUT.json). Each check compares a fusedlr optimizer against torch.optim + a torch
 scheduler on the same sharded run, or expects a clear error; the results
 (check name -> None or the failure) go to OUT.json from rank 0."""
 import json
 import os
 import sys
-import tempfile
 import traceback
 
 import torch
@@ -15,6 +15,8 @@ import torch.multiprocessing as mp
 
 WORLD = 2
 STEPS = 5
+#: where the 2-rank DCP checks leave their checkpoints for the 1-rank (resharded) load
+CHECKPOINTS = ""
 
 
 def _sharded_model(seed):
@@ -118,11 +120,12 @@ def _resume_matches(run_through, run_saving_and_resuming):
     """Parameters, step count and next lrs of a run resumed from a checkpoint
     equal those of the same run without the interruption."""
     (params_a, opt_a), (params_b, opt_b) = run_through(), run_saving_and_resuming()
+    assert int(opt_a.step_count) == int(opt_b.step_count), (int(opt_a.step_count), int(opt_b.step_count))
+    assert torch.equal(opt_a.current_lr, opt_b.current_lr), (opt_a.current_lr, opt_b.current_lr)
     for a, b in zip(params_a, params_b):
         a, b = (t.detach().to_local() if hasattr(t, "to_local") else t.detach() for t in (a, b))
         assert torch.equal(a, b), f"resumed params differ by {(a - b).abs().max()}"
-    assert int(opt_a.step_count) == int(opt_b.step_count), (int(opt_a.step_count), int(opt_b.step_count))
-    assert torch.equal(opt_a.current_lr, opt_b.current_lr), (opt_a.current_lr, opt_b.current_lr)
+    return params_a, opt_a
 
 
 def _train(model, opt, steps, first):
@@ -163,19 +166,47 @@ def check_dcp_resume(backend):
     def resumed():
         model, opt = fresh()
         _train(model, opt, 4, 0)
-        path = [tempfile.mkdtemp() if dist.get_rank() == 0 else None]
-        dist.broadcast_object_list(path)
+        path = os.path.join(CHECKPOINTS, f"dcp-{backend}")
         dcp.save({"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
-                 checkpoint_id=path[0])
-        model, opt = fresh()
-        state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
-        dcp.load(state, checkpoint_id=path[0])
-        set_model_state_dict(model, state["model"])
-        set_optimizer_state_dict(model, opt, state["optim"])
-        _train(model, opt, 3, 4)
-        return list(model.parameters()), opt
+                 checkpoint_id=path)
+        return _load_and_finish(fresh, path)
 
-    _resume_matches(through, resumed)
+    params, opt = _resume_matches(through, resumed)
+    expected = {"params": [p.detach().full_tensor() for p in params], "step_count": int(opt.step_count),
+                "current_lr": opt.current_lr.clone()}
+    if dist.get_rank() == 0:  # what the resharded load must reach (check_dcp_reshard)
+        torch.save(expected, os.path.join(CHECKPOINTS, f"dcp-{backend}-expected.pt"))
+
+
+def _load_and_finish(fresh, path):
+    """A fresh model and optimizer, loaded from the DCP checkpoint at ``path``, trained to the end."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                         set_model_state_dict, set_optimizer_state_dict)
+    model, opt = fresh()
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
+    dcp.load(state, checkpoint_id=path)
+    set_model_state_dict(model, state["model"])
+    set_optimizer_state_dict(model, opt, state["optim"])
+    _train(model, opt, 3, 4)
+    return list(model.parameters()), opt
+
+
+def check_dcp_reshard(backend):
+    """One process loads what check_dcp_resume's 2 ranks saved (DCP reshards
+    params and state) and ends where the uninterrupted 2-rank run ended."""
+    import fusedlr
+
+    def fresh():
+        model = _sharded_model(0)
+        return model, fusedlr.AdamW(model.parameters(), lr=0.05, schedule=_plateau_schedule(), backend=backend)
+
+    params, opt = _load_and_finish(fresh, os.path.join(CHECKPOINTS, f"dcp-{backend}"))
+    expected = torch.load(os.path.join(CHECKPOINTS, f"dcp-{backend}-expected.pt"))
+    for p, e in zip(params, expected["params"]):
+        torch.testing.assert_close(p.detach().full_tensor(), e, rtol=1e-6, atol=1e-7)
+    assert int(opt.step_count) == expected["step_count"]
+    torch.testing.assert_close(opt.current_lr, expected["current_lr"], rtol=1e-12, atol=0)
 
 
 def check_zero_resume(backend):
@@ -217,37 +248,44 @@ def check_zero_resume(backend):
 
 
 def checks(backends):
+    """{name: (world size, check, *args)}: the 1-process checks run after the 2-process ones."""
     names = {}
     for backend in backends:
         for kind in ("adamw", "sgd"):
-            names[f"fsdp2-{kind}-{backend}"] = (check_fsdp2, kind, backend)
+            names[f"fsdp2-{kind}-{backend}"] = (WORLD, check_fsdp2, kind, backend)
         for placement in ("Shard(0)", "Shard(1)", "Replicate"):
-            names[f"dtensor-{placement}-{backend}"] = (check_placements, placement, backend)
-        names[f"grad-placement-refused-{backend}"] = (check_grad_placement_refused, backend)
-        names[f"dcp-resume-{backend}"] = (check_dcp_resume, backend)
-        names[f"zero-resume-{backend}"] = (check_zero_resume, backend)
+            names[f"dtensor-{placement}-{backend}"] = (WORLD, check_placements, placement, backend)
+        names[f"grad-placement-refused-{backend}"] = (WORLD, check_grad_placement_refused, backend)
+        names[f"dcp-resume-{backend}"] = (WORLD, check_dcp_resume, backend)
+        names[f"dcp-reshard-{WORLD}-to-1-{backend}"] = (1, check_dcp_reshard, backend)
+        names[f"zero-resume-{backend}"] = (WORLD, check_zero_resume, backend)
     return names
 
 
-def worker(rank, port, out):
+def worker(rank, world, port, out):
+    global CHECKPOINTS
+    CHECKPOINTS = os.path.dirname(os.path.abspath(out))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
     import fusedlr
     backends = [b for b in ("reference", "cpu", "emulated") if b in fusedlr.available_backends()]
     results = {}
-    for name, (check, *args) in checks(backends).items():
+    for name, (check_world, check, *args) in checks(backends).items():
+        if check_world != world:
+            continue
         try:
             check(*args)
             results[name] = None
         except Exception:  # noqa: BLE001 - reported per check
             results[name] = traceback.format_exc()
         dist.barrier()
-    gathered = [None] * WORLD
+    gathered = [None] * world
     dist.all_gather_object(gathered, results)
     if rank == 0:
         merged = {name: next((r[name] for r in gathered if r[name]), None) for name in results}
+        previous = json.load(open(out)) if os.path.exists(out) else {}
         with open(out, "w") as f:
-            json.dump(merged, f)
+            json.dump({**previous, **merged}, f)
     dist.destroy_process_group()
 
 
@@ -260,4 +298,5 @@ def _free_port():
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    mp.spawn(worker, args=(_free_port(), sys.argv[1]), nprocs=WORLD)
+    for world in (WORLD, 1):
+        mp.spawn(worker, args=(world, _free_port(), sys.argv[1]), nprocs=world)

@@ -1,6 +1,6 @@
 """fusedlr on DTensor params (FSDP2, tensor-parallel placements) against
-torch.optim on the same sharded run: distributed_checks.py in 2 gloo
-processes, run once; one test per check."""
+torch.optim on the same sharded run, and DCP/ZeRO checkpoints resumed:
+distributed_checks.py in gloo processes, run once; one test per check."""
 import json
 import subprocess
 import sys
