@@ -60,6 +60,11 @@ def _fused_pair(model):
     return opt, fusedlr.SchedulerView(opt)
 
 
+def _assert_same_params(expected_model, model):
+    for a, b in zip(expected_model.parameters(), model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
 def test_hf_trainer_with_scheduler_view_matches_torch(native_backend):
     if native_backend == "cuda":
         pytest.skip("the Trainer here runs on the CPU")
@@ -72,8 +77,7 @@ def test_hf_trainer_with_scheduler_view_matches_torch(native_backend):
     fused_model, fused_lrs = _hf_run(fused)
     assert len(fused_lrs) == STEPS
     assert fused_lrs == pytest.approx(torch_lrs, rel=1e-9, abs=1e-15)
-    for a, b in zip(torch_model.parameters(), fused_model.parameters()):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    _assert_same_params(torch_model, fused_model)
 
 
 def test_hf_trainer_default_scheduler_is_refused():
@@ -107,20 +111,17 @@ def test_accelerate_with_scheduler_view_matches_torch():
     torch_model, torch_lrs = run(_torch_pair)
     fused_model, fused_lrs = run(_fused_pair)
     assert fused_lrs == pytest.approx(torch_lrs, rel=1e-9, abs=1e-15)
-    for a, b in zip(torch_model.parameters(), fused_model.parameters()):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    _assert_same_params(torch_model, fused_model)
 
 
-def test_lightning_with_scheduler_view_matches_torch():
-    pl = pytest.importorskip("pytorch_lightning")
-    data = _data()
-
+def _lightning_module(pl, make):
+    """A LightningModule training TinyRegression with ``make(net) -> (optimizer,
+    scheduler)`` stepped per batch; it records get_last_lr() after each batch."""
     class Module(pl.LightningModule):
-        def __init__(self, make):
+        def __init__(self):
             super().__init__()
             torch.manual_seed(0)
             self.net = TinyRegression()
-            self.make = make
             self.lrs = []
 
         def training_step(self, batch, _):
@@ -130,23 +131,27 @@ def test_lightning_with_scheduler_view_matches_torch():
             self.lrs.append(self.lr_schedulers().get_last_lr()[0])
 
         def configure_optimizers(self):
-            opt, sched = self.make(self.net)
+            opt, sched = make(self.net)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def run(make):
-        module = Module(make)
-        loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=False)
-        trainer = pl.Trainer(max_steps=STEPS, accelerator="cpu", logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False)
-        trainer.fit(module, loader)
-        return module.net, module.lrs
+    return Module()
 
-    torch_model, torch_lrs = run(_torch_pair)
-    fused_model, fused_lrs = run(_fused_pair)
-    assert len(fused_lrs) == STEPS
-    assert fused_lrs == pytest.approx(torch_lrs, rel=1e-9, abs=1e-15)
-    for a, b in zip(torch_model.parameters(), fused_model.parameters()):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+def _lightning_fit(pl, make, data, max_steps, root, ckpt_path=None):
+    module = _lightning_module(pl, make)
+    trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root))
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4, shuffle=False), ckpt_path=ckpt_path)
+    return module, trainer
+
+
+def test_lightning_with_scheduler_view_matches_torch(tmp_path):
+    pl = pytest.importorskip("pytorch_lightning")
+    torch_module, _ = _lightning_fit(pl, _torch_pair, _data(), STEPS, tmp_path)
+    fused_module, _ = _lightning_fit(pl, _fused_pair, _data(), STEPS, tmp_path)
+    assert len(fused_module.lrs) == STEPS
+    assert fused_module.lrs == pytest.approx(torch_module.lrs, rel=1e-9, abs=1e-15)
+    _assert_same_params(torch_module, fused_module)
 
 
 def test_hf_trainer_resumes_exactly():
@@ -173,3 +178,59 @@ def test_hf_trainer_resumes_exactly():
     assert int(resumed_opt.step_count) == int(through_opt.step_count) == STEPS
     for a, b in zip(through.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+
+
+def _batches(data, count, offset=0):
+    return [{k: torch.stack([d[k] for d in data[(i * 4) % 64:(i * 4) % 64 + 4]]) for k in data[0]}
+            for i in range(offset, offset + count)]
+
+
+def test_accelerate_save_state_load_state_resumes_exactly(tmp_path):
+    accelerate = pytest.importorskip("accelerate")
+    data = _data()
+
+    def prepared():
+        torch.manual_seed(0)
+        accelerator = accelerate.Accelerator(cpu=True)
+        model = TinyRegression()
+        opt, view = _fused_pair(model)
+        return accelerator, *accelerator.prepare(model, opt, view)
+
+    def train(accelerator, model, opt, view, batches):
+        for batch in batches:
+            accelerator.backward(model(**batch)["loss"])
+            opt.step()
+            view.step()
+            opt.zero_grad()
+
+    accelerator, through, through_opt, view = prepared()
+    train(accelerator, through, through_opt, view, _batches(data, STEPS))
+    accelerator, model, opt, view = prepared()
+    train(accelerator, model, opt, view, _batches(data, STEPS // 2))
+    accelerator.save_state(str(tmp_path))
+    accelerator, resumed, resumed_opt, view = prepared()
+    accelerator.load_state(str(tmp_path))
+    train(accelerator, resumed, resumed_opt, view, _batches(data, STEPS - STEPS // 2, STEPS // 2))
+    assert int(resumed_opt.optimizer.step_count) == int(through_opt.optimizer.step_count) == STEPS
+    assert view.scheduler.last_epoch == STEPS  # the SchedulerView's state was saved and loaded too
+    for a, b in zip(through.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_lightning_resume_from_checkpoint_matches_torch(tmp_path):
+    """Stop, save_checkpoint, fit(ckpt_path=...): the fusedlr run resumes as the
+    torch.optim + LambdaLR run does through the same Lightning loop (which
+    replays its own data order on resume, so the oracle is torch's resumed
+    run, not an uninterrupted one)."""
+    pl = pytest.importorskip("pytorch_lightning")
+    data = _data()[:4 * (STEPS // 2)]
+
+    def stop_and_resume(make, name):
+        _, trainer = _lightning_fit(pl, make, data, STEPS // 2, tmp_path)
+        trainer.save_checkpoint(str(tmp_path / name))
+        return _lightning_fit(pl, make, data, STEPS, tmp_path, ckpt_path=str(tmp_path / name))
+
+    torch_module, _ = stop_and_resume(_torch_pair, "torch.ckpt")
+    fused_module, trainer = stop_and_resume(_fused_pair, "fused.ckpt")
+    assert int(trainer.optimizers[0].step_count) == trainer.lr_scheduler_configs[0].scheduler.last_epoch == STEPS
+    _assert_same_params(torch_module, fused_module)
