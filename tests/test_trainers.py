@@ -1,6 +1,6 @@
 """fusedlr inside HF Trainer, accelerate and Lightning, against torch.optim in the same
 trainer: the default path refuses the double schedule clearly, and with
-SchedulerView the run and the logged lrs equal torch's."""
+SchedulerView the run, the logged lrs and resumed checkpoints equal torch's."""
 import tempfile
 
 import pytest
@@ -137,10 +137,11 @@ def _lightning_module(pl, make):
     return Module()
 
 
-def _lightning_fit(pl, make, data, max_steps, root, ckpt_path=None):
+def _lightning_fit(pl, make, data, max_steps, root, ckpt_path=None, logger=False, callbacks=()):
     module = _lightning_module(pl, make)
-    trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root))
+    trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", logger=logger, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root),
+                         callbacks=list(callbacks), log_every_n_steps=1)
     trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4, shuffle=False), ckpt_path=ckpt_path)
     return module, trainer
 
@@ -234,3 +235,28 @@ def test_lightning_resume_from_checkpoint_matches_torch(tmp_path):
     fused_module, trainer = stop_and_resume(_fused_pair, "fused.ckpt")
     assert int(trainer.optimizers[0].step_count) == trainer.lr_scheduler_configs[0].scheduler.last_epoch == STEPS
     _assert_same_params(torch_module, fused_module)
+
+
+def test_lightning_lr_monitor_logs_the_applied_lr(tmp_path):
+    """fusedlr.lightning.LearningRateMonitor on the fusedlr run logs what
+    Lightning's LearningRateMonitor logs on the torch.optim + LambdaLR run."""
+    pl = pytest.importorskip("pytorch_lightning")
+    from pytorch_lightning.loggers import CSVLogger
+
+    from fusedlr.lightning import LearningRateMonitor
+
+    def logged(make, monitor, name):
+        logger = CSVLogger(str(tmp_path), name=name)
+        _lightning_fit(pl, make, _data(), STEPS, tmp_path, logger=logger, callbacks=[monitor])
+        logger.save()
+        with open(f"{logger.log_dir}/metrics.csv") as f:
+            rows = [line.strip().split(",") for line in f]
+        column = rows[0].index("lr-AdamW")
+        return [float(row[column]) for row in rows[1:] if row[column]]
+
+    expected = logged(_torch_pair, pl.callbacks.LearningRateMonitor(logging_interval="step"), "torch")
+    assert len(expected) == STEPS and len(set(expected)) > 3  # the warmup and decay show
+    assert logged(_fused_pair, LearningRateMonitor(logging_interval="step"), "fused") == pytest.approx(
+        expected, rel=1e-9, abs=1e-15)
+    # Lightning's own monitor shows fusedlr's base lr: the reason for fusedlr's
+    assert set(logged(_fused_pair, pl.callbacks.LearningRateMonitor(logging_interval="step"), "stock")) == {LR}
