@@ -2,8 +2,9 @@
 from . import schedules
 from ._native import available_backends, build_info
 from .optim import SGD, AdamW, SchedulerView
+from .lr_finder import lr_find
 from .param_groups import fold_lr_scale, layer_decay_param_groups
 
 __all__ = ["SGD", "AdamW", "SchedulerView", "schedules", "available_backends", "build_info",
-           "layer_decay_param_groups", "fold_lr_scale"]
+           "layer_decay_param_groups", "fold_lr_scale", "lr_find"]
 __version__ = "0.1.0"

@@ -6,7 +6,9 @@
    and with fusedlr.AdamW + the same schedule, prints both loss and LR curves'
    agreement and step times, and plots them to ``DIR/training.png``;
 2. checks several torch schedulers converted with ``from_torch`` against torch
-   and plots them to ``DIR/schedules.png``.
+   and plots them to ``DIR/schedules.png``;
+3. runs the lr range test (``fusedlr.lr_find``) on the same model, prints its
+   suggestions and plots ``DIR/lr_find.png``.
 Exits non-zero when anything disagrees with torch.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import torch
 
 import fusedlr
-from . import demo_schedules, demo_training
+from . import demo_lr_find, demo_schedules, demo_training
 
 
 def main(argv=None) -> int:
@@ -40,6 +42,8 @@ def main(argv=None) -> int:
     trained = demo_training.run(args.out, args.steps, torch.device("cuda" if on_gpu else "cpu"))
     print()
     scheduled = demo_schedules.run(args.out, args.schedule_steps, "cuda" if on_gpu else "cpu")
+    print()
+    demo_lr_find.run(args.out, torch.device("cuda" if on_gpu else "cpu"))
     return 0 if trained and scheduled else 1
 
 
