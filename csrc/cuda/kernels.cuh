@@ -126,16 +126,23 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
 // preparation of the next update (kPrepare), by the threads of one block:
 // count the bucket's updates when `applied`, evaluate every group's values at
 // the step the next update runs at, then write each tensor's scalars for it.
-// The step's last bucket also advances the step and says whether it was applied.
+// The step's last bucket also advances the step, says whether it was applied
+// and records it in the history ring (each group's lr in it: next_lr, until
+// it is rewritten here).
 __device__ __forceinline__ void end_step(const StepArgs& a, bool count, bool applied) {
   const int64_t step = *a.global_step;
   const bool advances = count && applied;
   const int64_t next = advances ? count_one_more(step) : step;
+  double* const row = count && a.last_bucket && a.history ? history_row(a) : nullptr;
   for (int64_t t = threadIdx.x; advances && t < a.num_tensors; t += blockDim.x) count_update(a, t);
-  for (int64_t g = threadIdx.x; g < a.num_groups; g += blockDim.x) store_group_values(a, g, next);
-  __syncthreads();  // every group's values (and every step read above) before they are used or written
+  for (int64_t g = threadIdx.x; g < a.num_groups; g += blockDim.x) {
+    if (row) row[kHistoryLrs + g] = a.next_lr[g];
+    store_group_values(a, g, next);
+  }
+  __syncthreads();  // every group's values (and every step and history row read above) before they are used or written
   for (int64_t t = threadIdx.x; t < a.num_tensors; t += blockDim.x) store_tensor_scalars(a, t);
   if (count && a.last_bucket && threadIdx.x == 0) {
+    if (row) close_history_row(a, row, step, applied);
     *a.global_step = next;
     *a.applied = applied;
   }

@@ -62,6 +62,20 @@ FUSEDLR_HD void store_group_values(const StepArgs& a, int64_t g, int64_t step) {
   if (a.last_bucket) a.next_lr[g] = v.lr;
 }
 
+// The history row of the step now ending (step_layout.h): read before the
+// step is counted by close_history_row.
+FUSEDLR_HD double* history_row(const StepArgs& a) {
+  const int64_t recorded = (int64_t)a.history[0];
+  return a.history + kHistoryHeader + (recorded % a.history_capacity) * (kHistoryLrs + a.num_groups);
+}
+
+// Complete the ending step's row (its groups' lrs already written) and count it.
+FUSEDLR_HD void close_history_row(const StepArgs& a, double* row, int64_t step, bool applied) {
+  row[kHistoryStep] = (double)step;
+  row[kHistoryApplied] = applied ? 1.0 : 0.0;
+  a.history[0] += 1.0;
+}
+
 FUSEDLR_HD GroupValues stored_group_values(const StepArgs& a, int64_t g) {
   const double* row = a.group_values + g * kGroupValueFields;
   return GroupValues{row[0], row[1], row[2]};

@@ -12,7 +12,8 @@ import torch
 
 from .. import _native
 from ..schedules import Constant, Schedule
-from . import checkpoint, compiled_step, native_backend, plateau_buffer, reference_backend
+from ..schedules._checks import integer as check_integer
+from . import checkpoint, compiled_step, history, native_backend, plateau_buffer, reference_backend
 from .buckets import check_param, describe
 from .device_state import DeviceState
 from .distributed import check_same_sharding, is_distributed, local_tensor
@@ -51,6 +52,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         #: set when torch.compile traced step(): the compiled step's own counter writes bump its version
         self._compiled_steps = False
         self._step_calls = 0  # host count of step() calls (SchedulerView's clock; no device read)
+        self._history_capacity = 0  # rows of the history ring (enable_history)
         super().__init__(params, defaults)
         self._constructing = False
         self._refresh_tables()  # checks every schedule now, and a compiled step finds the tables ready
@@ -222,6 +224,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             counters = [d for d in self._devices.values() if d.device.type != "meta"]
             ds = self._devices[device] = DeviceState(device, counters[0].step if counters else None)
             compiled_step.register_device_state(ds)
+            ds.keep_history(self._history_capacity, len(self.param_groups))
             if not self._constructing:  # its tables at once (construction writes all devices' at its end)
                 ds.refresh(self.param_groups, self.kind)
         return ds
@@ -434,6 +437,25 @@ class FusedOptimizer(torch.optim.Optimizer):
             self._refresh_tables()
         step = torch.as_tensor(step, dtype=torch.int64, device=ds.device)
         return ds.lrs_at(self.param_groups, step)
+
+    def enable_history(self, capacity: int = 1000) -> None:
+        """Record the last ``capacity`` steps on the device, inside the step
+        itself (no extra launch, no sync): each step's schedule step, whether
+        it was applied (False: skipped by GradScaler) and every group's lr in
+        it; ``history()`` reads them. 0 stops recording. Enable it before
+        capturing a CUDA graph (a graph captured earlier does not record)."""
+        self._history_capacity = check_integer("capacity", capacity, 0, 10_000_000)
+        for ds in self._devices.values():
+            ds.keep_history(self._history_capacity, len(self.param_groups))
+
+    def history(self) -> dict:
+        """The recorded steps, oldest first, read in one copy to the host:
+        ``{"step": int64 (n,), "applied": bool (n,), "lr": float64 (n, groups)}``
+        (n: the steps taken since ``enable_history``, at most its capacity)."""
+        ds = self._primary()
+        if ds.history is None:
+            raise RuntimeError("no history is kept: call opt.enable_history(capacity) before the steps to record")
+        return history.read(ds.history, ds.history_capacity)
 
     # ---- checkpoints --------------------------------------------------------
     def state_dict(self) -> dict:

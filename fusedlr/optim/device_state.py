@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .. import _native
-from . import plateau_buffer
+from . import history, plateau_buffer
 from .buckets import tensor_version
 from .group_tables import HYPER_SCHEDULES, group_lrs_at, hyper_key, pack_groups
 
@@ -34,6 +34,9 @@ class DeviceState:
         self.compiled_tables: dict = {}
         #: the Plateau the groups' schedules hold (None: opt.report() has nothing to drive)
         self.plateau_schedule = None
+        #: the opt-in history ring (layout in csrc/fusedlr/step_layout.h), None when not kept
+        self.history: torch.Tensor | None = None
+        self.history_capacity = 0
 
     def note_own_write(self) -> None:
         """Remember the counter's version after fusedlr wrote it with a torch op
@@ -64,8 +67,19 @@ class DeviceState:
         fields = _native.format_constants().GROUP_VALUE_FIELDS
         if self.group_values is None or self.group_values.shape[0] != len(param_groups):
             self.group_values = torch.zeros(len(param_groups), fields, dtype=torch.float64, device=self.device)
+        if self.history is not None:  # rows as wide as the groups
+            self.keep_history(self.history_capacity, len(param_groups))
         self.key = key
         self.generation += 1
+
+    def keep_history(self, capacity: int, num_groups: int) -> None:
+        """Keep the last ``capacity`` steps in the history ring (0: none). A ring
+        of another size is replaced (its records dropped)."""
+        if capacity == 0:
+            self.history, self.history_capacity = None, 0
+        elif self.history is None or self.history_capacity != capacity or \
+                not history.fits(self.history, capacity, num_groups):
+            self.history, self.history_capacity = history.allocate(capacity, num_groups, self.device), capacity
 
     def lrs_at(self, param_groups: list[dict], step: torch.Tensor) -> torch.Tensor:
         """The groups' lrs at ``step`` (reference maths, tensor ops, no host sync)."""

@@ -118,9 +118,14 @@ def _bucket_args(bucket: Bucket, tables: NativeTables | None) -> dict:
                 dtype=dtype, maximize=bucket.maximize, nesterov=bucket.nesterov, amsgrad=bucket.amsgrad)
 
 
+def _history_args(ds: DeviceState) -> dict:
+    return dict(history=_ptr(ds.history), history_capacity=ds.history_capacity)
+
+
 def _device_step_args(ds: DeviceState, tables: NativeTables | None, last_bucket: bool) -> dict:
     return dict(scalars=_ptr(tables.scalars) if tables else 0, group_values=ds.group_values.data_ptr(),
-                next_lr=ds.next_lr.data_ptr(), applied=ds.applied.data_ptr(), last_bucket=last_bucket)
+                next_lr=ds.next_lr.data_ptr(), applied=ds.applied.data_ptr(), last_bucket=last_bucket,
+                **_history_args(ds))
 
 
 def run(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int,
@@ -129,7 +134,7 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int,
     module = _native.module_of(backend)
     common = _step_args(ds, kind, num_groups, grad_scale, found_inf)
     if backend not in _native.DEVICE_KERNEL_BACKENDS:
-        outputs = dict(next_lr=ds.next_lr.data_ptr(), applied=ds.applied.data_ptr())
+        outputs = dict(next_lr=ds.next_lr.data_ptr(), applied=ds.applied.data_ptr(), **_history_args(ds))
         threads = torch.get_num_threads()
         for i, bucket in enumerate(buckets):
             args = dict(common, **_bucket_args(bucket, _tables(bucket, backend)))

@@ -9,6 +9,7 @@ import torch
 from .buckets import Bucket, Entry
 from .device_state import DeviceState
 from .. import _native
+from . import history
 from .group_tables import HYPER_SCHEDULES, group_lrs_at
 
 _MAX_COUNT = 2 ** 63 - 1
@@ -96,6 +97,9 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, param_groups: list[di
             _count_step(e.step, not_skipped)
             e.note_step_written()
         bucket.write_back()
+    if ds.history is not None:
+        history.record(ds.history, ds.history_capacity, ds.step, now["lr"],
+                       torch.ones((), dtype=torch.bool, device=ds.device) if skip is None else ~skip)
     _count_step(ds.step, not_skipped)
     ds.note_own_write()
     if skip is None:

@@ -109,6 +109,9 @@ bool run(Case<T> device_case) {
   float found_inf = 0.0f;
   StepArgs a = make_args(rows.data(), n, group, &global_step, &found_inf, device_case.kind, sizeof(T) == 4 ? kFloat32 : kFloat16,
                          device_case.flag, scalars.data(), values_scratch.data(), next_lr.data(), &applied);
+  std::vector<double> history(kHistoryHeader + 3 * (kHistoryLrs + 1));  // a ring of 3 steps, written by the last block
+  a.history = history.data();
+  a.history_capacity = 3;
   if (!cuda::step(0, nullptr, a, kPrepare).empty()) return false;
   for (int s = 0; s < kSteps; ++s) {
     found_inf = s == kSkippedStep ? 1.0f : 0.0f;
@@ -141,7 +144,13 @@ bool run(Case<T> device_case) {
     }
     ++serial_step;
   }
-  bool same = global_step == serial_step && blocks_done == 0 && applied;
+  // the ring holds the last 3 of kSteps steps: their schedule steps, in ring order
+  bool same = global_step == serial_step && blocks_done == 0 && applied && history[0] == kSteps;
+  for (int s = kSteps - 3; s < kSteps; ++s) {
+    const double* row = history.data() + kHistoryHeader + (s % 3) * (kHistoryLrs + 1);
+    const int64_t step = s > kSkippedStep ? s - 1 : s;  // the skipped step is not counted
+    same = same && row[kHistoryStep] == (double)step && row[kHistoryApplied] == (s == kSkippedStep ? 0.0 : 1.0);
+  }
   for (int64_t t = 0; t < n; ++t) {
     same = same && device_case.counts[t] == serial.counts[t];
     for (int which = 0; which < 5; ++which)
