@@ -60,15 +60,13 @@ PYBIND11_MODULE(_C, m) {
       [](std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups, int64_t num_groups,
          std::uintptr_t program, std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale,
          std::uintptr_t found_inf, int kind, int dtype, bool maximize, bool nesterov,
-         bool amsgrad, bool advance, std::uintptr_t next_lr, std::uintptr_t applied, std::uintptr_t history,
-         int64_t history_capacity) {
+         bool amsgrad, bool advance, std::uintptr_t next_lr, std::uintptr_t applied, std::uintptr_t history) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
             tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
-            found_inf, kind, dtype, maximize, nesterov, amsgrad, 0, 0, 0, 0, false, history, history_capacity);
+            found_inf, kind, dtype, maximize, nesterov, amsgrad, 0, 0, 0, 0, false, history);
         fusedlr::cpu::finish(a, advance, reinterpret_cast<double*>(next_lr), reinterpret_cast<bool*>(applied));
       },
       FUSEDLR_STEP_ARG_NAMES, py::arg("advance"), py::arg("next_lr"), py::arg("applied"), py::arg("history"),
-      py::arg("history_capacity"),
       "Count the update in each tensor's step; with advance, record the step in the history ring "
       "(history: 0 when not kept), step the schedule, write each group's next lr and whether the step "
       "was applied (a bool).");

@@ -18,7 +18,7 @@ inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std:
                                bool nesterov, bool amsgrad, std::uintptr_t scalars = 0,
                                std::uintptr_t group_values = 0, std::uintptr_t next_lr = 0,
                                std::uintptr_t applied = 0, bool last_bucket = false,
-                               std::uintptr_t history = 0, int64_t history_capacity = 0) {
+                               std::uintptr_t history = 0) {
   StepArgs a;
   a.tensors = reinterpret_cast<const int64_t*>(tensors);
   a.num_tensors = num_tensors;
@@ -40,7 +40,6 @@ inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std:
   a.applied = reinterpret_cast<bool*>(applied);
   a.last_bucket = last_bucket;
   a.history = reinterpret_cast<double*>(history);
-  a.history_capacity = history_capacity;
   return a;
 }
 
@@ -56,8 +55,7 @@ inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std:
 // ... and of the rest (the device step's tables).
 #define FUSEDLR_DEVICE_STEP_ARG_NAMES                                                         \
   pybind11::arg("scalars"), pybind11::arg("group_values"), pybind11::arg("next_lr"),         \
-      pybind11::arg("applied"), pybind11::arg("last_bucket"), pybind11::arg("history"),          \
-      pybind11::arg("history_capacity")
+      pybind11::arg("applied"), pybind11::arg("last_bucket"), pybind11::arg("history")
 
 inline void export_step_layout(pybind11::module_& m) {
   pybind11::dict tensor_fields;
@@ -109,6 +107,7 @@ inline void export_step_layout(pybind11::module_& m) {
   m.attr("TENSOR_SCALAR_FIELDS") = int(kTensorScalarFields);
   m.attr("GROUP_VALUE_FIELDS") = int(kGroupValueFields);
   m.attr("HISTORY_HEADER") = int(kHistoryHeader);
+  m.attr("HISTORY_CAPACITY") = int(kHistoryCapacity);
   m.attr("HISTORY_LRS") = int(kHistoryLrs);
 }
 

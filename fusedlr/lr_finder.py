@@ -54,7 +54,7 @@ class LRFinderResult:
           is usually already rising there).
         - ``"valley"``: the longest stretch over which the smoothed loss keeps
           falling (its longest decreasing subsequence, first to last index);
-          the lr half way through that stretch's first two thirds.
+          the lr a third of the way along it.
         """
         check.choice("method", method, SUGGESTIONS)
         skip_begin = check.integer("skip_begin", skip_begin, 0)
@@ -144,6 +144,8 @@ def lr_find(model: torch.nn.Module, loss_fn: Callable, data: Iterable, optimizer
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict())
     saved_groups = [(group["lr"], group["schedule"]) for group in optimizer.param_groups]
+    saved_history = {ds: ds.history.clone() for ds in optimizer._devices.values() if ds.history is not None}
+    saved_calls = optimizer._step_calls
     ramp_schedule = Piecewise(range(1, num_steps), lrs)  # factors of a base lr of 1: the ramp's lrs exactly
     try:
         for group in optimizer.param_groups:
@@ -155,6 +157,10 @@ def lr_find(model: torch.nn.Module, loss_fn: Callable, data: Iterable, optimizer
         optimizer.load_state_dict(saved_optimizer)
         for group, (lr, schedule) in zip(optimizer.param_groups, saved_groups):  # the very schedule objects
             group["lr"], group["schedule"] = lr, schedule
+        for ds, ring in saved_history.items():  # the ramp's steps leave no record
+            ds.history.copy_(ring)
+        optimizer._step_calls = saved_calls
+        optimizer.zero_grad(set_to_none=True)
     taken = int(record["taken"])  # the one host read
     return LRFinderResult(lrs[:taken], record["smoothed"][:taken].tolist(), record["raw"][:taken].tolist(),
                           bool(record["stopped"]), mode)

@@ -94,7 +94,7 @@ def layer_decay_param_groups(named_parameters: Iterable[tuple[str, torch.nn.Para
     if weight_decay is not None:
         weight_decay = check.nonnegative("weight_decay", weight_decay)
     no_weight_decay = tuple(no_weight_decay)
-    named = _trainable(named_parameters)
+    named = _named(named_parameters)  # frozen ones too: they count in the layer numbering, as in timm
     if group_matcher is not None:
         layers = layers_from_group_matcher([name for name, _ in named], group_matcher)
         last = max(layers.values(), default=0)
@@ -109,6 +109,8 @@ def layer_decay_param_groups(named_parameters: Iterable[tuple[str, torch.nn.Para
                 raise ValueError(f"layer_of({name!r}) returned {layer}; it must be in [0, {last}]")
     by_group: dict[tuple, list] = {}
     for name, param in named:
+        if not param.requires_grad:
+            continue
         decays = weight_decay is not None and param.ndim > 1 and \
             not any(fnmatch.fnmatch(name, pattern) for pattern in no_weight_decay)
         by_group.setdefault((layers[name], decays), []).append(param)
@@ -122,14 +124,12 @@ def layer_decay_param_groups(named_parameters: Iterable[tuple[str, torch.nn.Para
     return groups
 
 
-def _trainable(named_parameters) -> list[tuple[str, torch.nn.Parameter]]:
-    named = []
-    for item in named_parameters:
+def _named(named_parameters) -> list[tuple[str, torch.nn.Parameter]]:
+    named = list(named_parameters)
+    for item in named:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
             raise TypeError("named_parameters must yield (name, param) pairs, e.g. model.named_parameters(); "
                             f"got {type(item).__name__}")
-        if item[1].requires_grad:
-            named.append(item)
     return named
 
 

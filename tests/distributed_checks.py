@@ -116,6 +116,29 @@ def check_grad_placement_refused(backend):
     assert torch.equal(param.to_local(), before)
 
 
+def check_dtensor_grad_on_plain_param_refused(backend):
+    """A DTensor grad put on a plain param after the step plan was built (it has
+    no storage of its own: data_ptr 0) is refused, nothing updated."""
+    import fusedlr
+    from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
+    param = torch.nn.Parameter(torch.ones(4, 3))
+    opt = fusedlr.AdamW([param], lr=0.1, backend=backend)
+    param.grad = torch.ones(4, 3)
+    opt.step()
+    before = param.detach().clone()
+    try:
+        param.grad = distribute_tensor(torch.ones(4, 3), init_device_mesh("cpu", (WORLD,)), [Shard(0)])
+    except (RuntimeError, TypeError):
+        return  # torch refused it already
+    try:
+        opt.step()
+    except RuntimeError as exc:
+        assert "DTensor" in str(exc), str(exc)
+    else:
+        raise AssertionError("a DTensor grad on a plain param was accepted")
+    assert torch.equal(param.detach(), before)
+
+
 def _resume_matches(run_through, run_saving_and_resuming):
     """Parameters, step count and next lrs of a run resumed from a checkpoint
     equal those of the same run without the interruption."""
@@ -256,6 +279,7 @@ def checks(backends):
         for placement in ("Shard(0)", "Shard(1)", "Replicate"):
             names[f"dtensor-{placement}-{backend}"] = (WORLD, check_placements, placement, backend)
         names[f"grad-placement-refused-{backend}"] = (WORLD, check_grad_placement_refused, backend)
+        names[f"dtensor-grad-on-plain-param-{backend}"] = (WORLD, check_dtensor_grad_on_plain_param_refused, backend)
         names[f"dcp-resume-{backend}"] = (WORLD, check_dcp_resume, backend)
         names[f"dcp-reshard-{WORLD}-to-1-{backend}"] = (1, check_dcp_reshard, backend)
         names[f"zero-resume-{backend}"] = (WORLD, check_zero_resume, backend)

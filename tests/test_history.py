@@ -149,3 +149,18 @@ def test_compiled_steps_record_like_eager_ones(backend):
     eager, compiled = run(False), run(True)
     assert compiled["step"].tolist() == eager["step"].tolist() == list(range(6))
     assert torch.equal(compiled["lr"], eager["lr"]) and compiled["applied"].all()
+
+
+def test_a_replaced_ring_is_kept_alive():
+    """A CUDA graph captured with a ring keeps writing to it: resizing or
+    turning the history off must not free it."""
+    import gc
+    import weakref
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = fusedlr.SGD([p], lr=0.1)
+    opt.enable_history(4)
+    ring = weakref.ref(opt._primary().history)
+    opt.enable_history(8)
+    opt.enable_history(0)
+    gc.collect()
+    assert ring() is not None

@@ -131,3 +131,16 @@ def test_fold_lr_scale_bad_groups():
         fusedlr.fold_lr_scale([torch.zeros(1)], lr=0.1)
     with pytest.raises(ValueError, match=r"lr_scale"):
         fusedlr.fold_lr_scale([{"params": [], "lr_scale": -1.0}], lr=0.1)
+
+
+def test_frozen_params_keep_their_layer_numbers():
+    """timm numbers layers over all params, frozen ones too."""
+    model = _ViT(depth=2)
+    for p in model.head.parameters():
+        p.requires_grad_(False)
+    groups = fusedlr.layer_decay_param_groups(model.named_parameters(), lr=1.0, layer_decay=0.5,
+                                              group_matcher=VIT_MATCHER)
+    layers = _layers(groups)
+    assert id(model.head.weight) not in layers
+    assert layers[id(model.norm.weight)] == 2
+    assert [g["lr"] for g in groups if g["layer_id"] == 2] == [0.5]  # the head's layer 3 still counts

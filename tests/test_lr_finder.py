@@ -65,6 +65,8 @@ def test_restores_model_and_optimizer(backend):
     model = _net().to(device)
     schedule = S.with_warmup(S.Cosine(50), 5)
     opt = fusedlr.AdamW(model.parameters(), lr=1e-3, schedule=schedule, backend=backend)
+    opt.enable_history(10)
+    view = fusedlr.SchedulerView(opt)
     data = [{k: v.to(device) for k, v in b.items()} for b in _data()]
     for batch in data[:3]:
         _loss(model, batch).backward()
@@ -72,7 +74,7 @@ def test_restores_model_and_optimizer(backend):
         opt.zero_grad()
     params = [p.detach().clone() for p in model.parameters()]
     state = {k: v.clone() for k, v in opt.state[next(model.parameters())].items()}
-    count, lrs = int(opt.step_count), opt.current_lr.clone()
+    count, lrs, history, viewed = int(opt.step_count), opt.current_lr.clone(), opt.history(), view.get_last_lr()
     result = fusedlr.lr_find(model, _loss, data, opt, start_lr=1e-4, end_lr=1.0, num_steps=20)
     assert len(result.lrs) == len(result.losses) == len(result.raw_losses) <= 20
     for p, before in zip(model.parameters(), params):
@@ -81,6 +83,9 @@ def test_restores_model_and_optimizer(backend):
         assert torch.equal(value, state[key]), key
     assert int(opt.step_count) == count and torch.equal(opt.current_lr, lrs)
     assert opt.param_groups[0]["schedule"] is schedule and opt.param_groups[0]["lr"] == 1e-3
+    after = opt.history()
+    assert all(torch.equal(after[k], history[k]) for k in history)  # the ramp left no record
+    assert view.get_last_lr() == viewed
 
 
 def test_ramp_reads_nothing_and_stops_stepping_after_divergence():

@@ -118,3 +118,38 @@ def test_torch_sgd_checkpoint_loads_into_fusedlr(backend):
     f_opt.step_count.fill_(20)
     _step_together(base, range(20, 50), t_params, t_opt.step, f_params, f_opt.step)
     assert max_relative_error(t_params, f_params) < 1e-5
+
+
+def test_saved_schedule_state_put_in_place_is_taken_up_once():
+    """ZeRO's load puts each param's saved state (with schedule_step) in place
+    without load_state_dict: the counter takes it up at the next step, and a
+    param that gets its first grad later does not move it back."""
+    import fusedlr as F
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
+    saved = F.AdamW([a, b], lr=0.1)
+    for _ in range(5):
+        a.grad, b.grad = torch.ones(2), torch.ones(3)
+        saved.step()
+    states = saved.state_dict()["state"]
+    opt = F.AdamW([a, b], lr=0.1)
+    opt.state[a], opt.state[b] = dict(states[0]), dict(states[1])  # what ZeRO's load_state_dict does
+    a.grad, b.grad = torch.ones(2), None
+    opt.step()
+    assert int(opt.step_count) == 6
+    for _ in range(2):
+        a.grad, b.grad = torch.ones(2), torch.ones(3)
+        opt.step()
+    assert int(opt.step_count) == 8
+    assert all("schedule_step" not in st for st in opt.state.values())
+
+
+def test_old_layer_decay_checkpoint_with_lr_scale_loads():
+    """fusedlr's layer-decay groups once recorded lr_scale (already folded into lr)."""
+    import fusedlr as F
+    p = torch.nn.Parameter(torch.ones(2))
+    sd = F.AdamW([{"params": [p], "lr": 0.05}], lr=0.1).state_dict()
+    sd["param_groups"][0]["lr_scale"] = 0.5
+    opt = F.AdamW([{"params": [p], "lr": 0.05}], lr=0.1)
+    opt.load_state_dict(sd)
+    assert opt.param_groups[0]["lr"] == 0.05 and opt.param_groups[0]["layer_scale"] == 0.5
+    assert "lr_scale" not in opt.param_groups[0]

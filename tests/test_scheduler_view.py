@@ -115,3 +115,21 @@ def test_timm_lr_scale_is_refused_by_name():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     groups = fusedlr.layer_decay_param_groups(model.named_parameters(), lr=0.1, layer_decay=0.5, num_layers=2)
     fusedlr.AdamW(groups, lr=0.1)  # fusedlr's own layer-decay groups fold the scale into the lr
+
+
+def test_view_after_a_gradscaler_skip():
+    """Between opt.step() and view.step(): the lr that step used (or, skipped, would have used)."""
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = fusedlr.SGD([p], lr=1.0, schedule=S.Anneal(1.0, 0.0, 10))
+    view = fusedlr.SchedulerView(opt)
+    for step in range(4):
+        p.grad = torch.ones(3)
+        skipped = step == 2
+        if skipped:
+            opt.grad_scale, opt.found_inf = torch.ones(1), torch.ones(1)
+        opt.step()
+        if skipped:
+            del opt.grad_scale, opt.found_inf
+        counted = step - (step > 2)  # the schedule step this step ran at
+        assert view.get_last_lr() == pytest.approx([1.0 - counted / 10])
+        view.step()

@@ -97,11 +97,8 @@ void update(const StepArgs& a, int num_threads) {
 void finish(const StepArgs& a, bool advance, double* next_lr, bool* applied) {
   const bool skipped = step_is_skipped(a);
   if (advance) *applied = !skipped;
-  if (advance && a.history) {  // next_lr still holds the lrs of the step now ending
-    double* row = history_row(a);
-    for (int64_t g = 0; g < a.num_groups; ++g) row[kHistoryLrs + g] = next_lr[g];
-    close_history_row(a, row, *a.global_step, !skipped);
-  }
+  // next_lr still holds the lrs of the step now ending
+  if (advance && a.history) record_history(a.history, a.num_groups, next_lr, *a.global_step, !skipped);
   if (skipped) return;
   for (int64_t t = 0; t < a.num_tensors; ++t) count_update(a, t);
   if (!advance) return;

@@ -62,27 +62,28 @@ __device__ __forceinline__ void store_pack(T* p, const Pack<T>& value) {
   __stcs(reinterpret_cast<uint4*>(p), u.raw);
 }
 
-// Elements [begin, end) of one tensor: 16-byte packs when every pointer is
-// 16-byte aligned (the chunk start is a multiple of the pack size), one
-// element at a time for the rest.
+// Elements [begin, begin + count) of one tensor, count <= the chunk size (so
+// 32-bit offsets from pointers moved to `begin`: fewer registers in the
+// loops): 16-byte packs when every pointer is 16-byte aligned (the chunk
+// start is a multiple of the pack size), one element at a time for the rest.
 template <typename T, int kKind, bool kFlag>
 __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* row, const double* scalars,
-                                             int64_t begin, int64_t end, typename math_type<T>::type factor) {
+                                             int64_t begin, int count, typename math_type<T>::type factor) {
   using M = typename math_type<T>::type;
   constexpr int kPack = Pack<T>::kSize;
-  T* __restrict__ param = address_as<T>(row[kParamPtr]);
-  const T* __restrict__ grad = address_as<const T>(row[kGradPtr]);
-  T* __restrict__ s0 = address_as<T>(row[kState0Ptr]);
-  T* __restrict__ s1 = address_as<T>(row[kState1Ptr]);
-  T* __restrict__ s2 = address_as<T>(row[kState2Ptr]);
+  T* __restrict__ param = address_as<T>(row[kParamPtr]) + begin;
+  const T* __restrict__ grad = address_as<const T>(row[kGradPtr]) + begin;
+  T* __restrict__ s0 = address_as<T>(row[kState0Ptr]) + begin;
+  T* __restrict__ s1 = address_as<T>(row[kState1Ptr]) + begin;
+  T* __restrict__ s2 = address_as<T>(row[kState2Ptr]) + begin;
   const bool aligned =
       ((row[kParamPtr] | row[kGradPtr] | row[kState0Ptr] | row[kState1Ptr] | row[kState2Ptr]) & 15) == 0;
-  const int64_t packed_end = aligned ? begin + (end - begin) / kPack * kPack : begin;
-  const int64_t first = begin + (int64_t)threadIdx.x * kPack, stride = (int64_t)blockDim.x * kPack;
+  const int packed_end = aligned ? count / kPack * kPack : 0, end = count;
+  const int first = (int)threadIdx.x * kPack, stride = (int)blockDim.x * kPack;
   if (kKind == kSGD) {
     const SgdScalars<M> s = sgd_scalars<M>(scalars);
     const bool reads_buffer = s.has_momentum && !s.first_update;
-    for (int64_t i = first; i < packed_end; i += stride) {
+    for (int i = first; i < packed_end; i += stride) {
       Pack<T> p = load_pack(param + i), buf = {};
       const Pack<T> g = load_pack(grad + i);
       if (reads_buffer) buf = load_pack(s0 + i);
@@ -94,11 +95,11 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
       if (s.has_momentum) store_pack(s0 + i, buf);
       store_pack(param + i, p);
     }
-    for (int64_t i = packed_end + threadIdx.x; i < end; i += blockDim.x)
+    for (int i = packed_end + (int)threadIdx.x; i < end; i += (int)blockDim.x)
       sgd_element<kFlag>(s, factor, param, grad, s0, i);
   } else {
     const AdamWScalars<M> s = adamw_scalars<M>(scalars);
-    for (int64_t i = first; i < packed_end; i += stride) {
+    for (int i = first; i < packed_end; i += stride) {
       Pack<T> p = load_pack(param + i), m = load_pack(s0 + i), v = load_pack(s1 + i), vmax = {};
       const Pack<T> g = load_pack(grad + i);
       if (kFlag) vmax = load_pack(s2 + i);
@@ -117,9 +118,16 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
       if (kFlag) store_pack(s2 + i, vmax);
       store_pack(param + i, p);
     }
-    for (int64_t i = packed_end + threadIdx.x; i < end; i += blockDim.x)
+    for (int i = packed_end + (int)threadIdx.x; i < end; i += (int)blockDim.x)
       adamw_element<kFlag>(s, factor, param, grad, s0, s1, s2, i);
   }
+}
+
+// record_history out of line (inlined, its registers pushed the element
+// loops of some update kernels into local memory).
+__device__ __noinline__ void record_history_out_of_line(double* history, int64_t num_groups, const double* lrs,
+                                                        int64_t step, bool applied) {
+  record_history(history, num_groups, lrs, step, applied);
 }
 
 // The end of a step (mode kEndStep, or the last block of an update) or the
@@ -133,16 +141,16 @@ __device__ __forceinline__ void end_step(const StepArgs& a, bool count, bool app
   const int64_t step = *a.global_step;
   const bool advances = count && applied;
   const int64_t next = advances ? count_one_more(step) : step;
-  double* const row = count && a.last_bucket && a.history ? history_row(a) : nullptr;
-  for (int64_t t = threadIdx.x; advances && t < a.num_tensors; t += blockDim.x) count_update(a, t);
-  for (int64_t g = threadIdx.x; g < a.num_groups; g += blockDim.x) {
-    if (row) row[kHistoryLrs + g] = a.next_lr[g];
-    store_group_values(a, g, next);
+  if (count && a.last_bucket && a.history) {  // the same for the whole block
+    if (threadIdx.x == 0)  // the lrs of the ending step: next_lr, until rewritten below
+      record_history_out_of_line(a.history, a.num_groups, a.next_lr, step, applied);
+    __syncthreads();
   }
+  for (int64_t t = threadIdx.x; advances && t < a.num_tensors; t += blockDim.x) count_update(a, t);
+  for (int64_t g = threadIdx.x; g < a.num_groups; g += blockDim.x) store_group_values(a, g, next);
   __syncthreads();  // every group's values (and every step and history row read above) before they are used or written
   for (int64_t t = threadIdx.x; t < a.num_tensors; t += blockDim.x) store_tensor_scalars(a, t);
   if (count && a.last_bucket && threadIdx.x == 0) {
-    if (row) close_history_row(a, row, step, applied);
     *a.global_step = next;
     *a.applied = applied;
   }
@@ -158,7 +166,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM) update_kernel(StepA
       const int64_t t = c.chunks[2 * k], begin = c.chunks[2 * k + 1];
       const int64_t* row = a.tensors + t * kTensorFields;
       const int64_t end = begin + c.chunk_size < row[kNumel] ? begin + c.chunk_size : row[kNumel];
-      update_chunk<T, kKind, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, end, factor);
+      update_chunk<T, kKind, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin), factor);
     }
   }
   // The last block to finish ends the step: the fences make every block's

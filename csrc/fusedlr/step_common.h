@@ -62,18 +62,17 @@ FUSEDLR_HD void store_group_values(const StepArgs& a, int64_t g, int64_t step) {
   if (a.last_bucket) a.next_lr[g] = v.lr;
 }
 
-// The history row of the step now ending (step_layout.h): read before the
-// step is counted by close_history_row.
-FUSEDLR_HD double* history_row(const StepArgs& a) {
-  const int64_t recorded = (int64_t)a.history[0];
-  return a.history + kHistoryHeader + (recorded % a.history_capacity) * (kHistoryLrs + a.num_groups);
-}
-
-// Complete the ending step's row (its groups' lrs already written) and count it.
-FUSEDLR_HD void close_history_row(const StepArgs& a, double* row, int64_t step, bool applied) {
+// Record the step now ending in the history ring (step_layout.h): its
+// schedule step, whether it was applied, and each group's lr in it (`lrs`).
+// Plain arguments, not StepArgs: the CUDA kernels call it out of line.
+FUSEDLR_HD void record_history(double* history, int64_t num_groups, const double* lrs, int64_t step, bool applied) {
+  const int64_t recorded = (int64_t)history[kHistoryRecorded], capacity = (int64_t)history[kHistoryCapacity];
+  if (capacity <= 0) return;
+  double* row = history + kHistoryHeader + (recorded % capacity) * (kHistoryLrs + num_groups);
+  for (int64_t g = 0; g < num_groups; ++g) row[kHistoryLrs + g] = lrs[g];
   row[kHistoryStep] = (double)step;
   row[kHistoryApplied] = applied ? 1.0 : 0.0;
-  a.history[0] += 1.0;
+  history[kHistoryRecorded] = (double)(recorded + 1);
 }
 
 FUSEDLR_HD GroupValues stored_group_values(const StepArgs& a, int64_t g) {

@@ -38,12 +38,12 @@ enum ScalarType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 
 enum OptimizerKind : int { kSGD = 0, kAdamW = 1 };
 
 // The opt-in history ring (opt.enable_history): a float64 buffer of
-// kHistoryHeader values (the number of steps recorded so far), then
-// history_capacity rows, one per ended step, oldest overwritten first, of
+// kHistoryHeader values (the number of steps recorded so far, the number of
+// rows), then the rows, one per ended step, oldest overwritten first, of
 // kHistoryLrs + num_groups values: the step's schedule step, whether it was
 // applied (1) or skipped by GradScaler (0), and each group's lr in it.
 enum HistoryField : int { kHistoryStep = 0, kHistoryApplied = 1, kHistoryLrs = 2 };
-constexpr int kHistoryHeader = 1;
+enum HistoryHeader : int { kHistoryRecorded = 0, kHistoryCapacity = 1, kHistoryHeader = 2 };
 
 // What the CUDA backend's one-block step kernel does.
 enum StepKernelMode : int {
@@ -78,9 +78,8 @@ struct StepArgs {
   bool* applied;
   // and whether this bucket's update is the step's last (it advances the step).
   bool last_bucket;
-  // The history ring (null: not kept) and its number of rows. CPU and CUDA.
+  // The history ring (null: not kept). CPU and CUDA.
   double* history;
-  int64_t history_capacity;
 };
 
 }  // namespace fusedlr

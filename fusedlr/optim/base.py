@@ -206,9 +206,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         load_state_dict replaces ``opt.state[p]`` without calling this
         optimizer's) carries the schedule step and plateau buffer it was saved
         with (checked by ``check_state``): move them into the device counters."""
-        count, plateau = state.pop("schedule_step", None), state.pop("schedule_plateau", None)
-        if count is None and plateau is None:
+        if "schedule_step" not in state and "schedule_plateau" not in state:
             return
+        count, plateau = state.get("schedule_step"), state.get("schedule_plateau")
+        for other in self.state.values():  # once for all: a param without a grad now must not move it later
+            if isinstance(other, dict):
+                other.pop("schedule_step", None)
+                other.pop("schedule_plateau", None)
         for ds in self._devices.values():
             if count is not None:
                 ds.step.fill_(checkpoint.step_count_value(count, "state['schedule_step']"))
@@ -249,10 +253,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
         refuse_torch_scheduler(self.param_groups)
-        self._step_calls += 1
         self._ready_tables()
         if torch.compiler.is_compiling():
             compiled_step.traced_step(self, self._backend_of, grad_scale, found_inf, _on)
+            self._step_calls += 1
             return loss
         work = self._plan.work_for(self)
         self._ready_tables()  # tables of a device a new param brought
@@ -265,6 +269,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 reference_backend.run(ds, buckets, self.kind, self.param_groups, scale, inf)
             else:
                 native_backend.run(ds, buckets, self.kind, len(self.param_groups), scale, inf, backend)
+        self._step_calls += 1
         return loss
 
     def _backend_of(self, device: torch.device) -> str:
@@ -352,7 +357,7 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def _table_addresses(self) -> list:
         return [tuple(t.data_ptr() if t is not None else 0
-                      for t in (ds.groups, ds.program, ds.base_lrs, ds.next_lr, ds.plateau))
+                      for t in (ds.groups, ds.program, ds.base_lrs, ds.next_lr, ds.plateau, ds.history))
                 for ds in self._devices.values()]
 
     # ---- reduce on plateau ----------------------------------------------------
@@ -443,7 +448,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         itself (no extra launch, no sync): each step's schedule step, whether
         it was applied (False: skipped by GradScaler) and every group's lr in
         it; ``history()`` reads them. 0 stops recording. Enable it before
-        capturing a CUDA graph (a graph captured earlier does not record)."""
+        capturing a CUDA graph: a graph captured before the ring was made or
+        resized keeps writing to the old one (kept alive, never freed), so
+        capture it again."""
         self._history_capacity = check_integer("capacity", capacity, 0, 10_000_000)
         for ds in self._devices.values():
             ds.keep_history(self._history_capacity, len(self.param_groups))
@@ -459,11 +466,13 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     # ---- checkpoints --------------------------------------------------------
     def state_dict(self) -> dict:
-        """torch's optimizer state_dict, with each group's schedules stored as
-        references into ``"fusedlr": {"schedules": [...]}`` (plain data, so it
-        loads with ``torch.load(weights_only=True)``), plus ``"optimizer"`` (the
-        kind), ``"step_count"`` and ``"plateau"`` (the plateau buffer: metric
-        state and reductions)."""
+        """torch's optimizer state_dict (``state`` and ``param_groups`` only, so
+        DCP and ZeRO keep all of it), with each group's schedules stored as
+        references into ``param_groups[0]["fusedlr"]["schedules"]`` (plain data,
+        so it loads with ``torch.load(weights_only=True)``, beside the optimizer
+        kind), and in each param's state the schedule step counter
+        (``schedule_step``) and, with a Plateau, the plateau buffer
+        (``schedule_plateau``: metric state and reductions)."""
         return checkpoint.export(self, super().state_dict())
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -512,8 +521,8 @@ class FusedOptimizer(torch.optim.Optimizer):
 def _refuse_lr_scale(group: dict, where: str) -> None:
     """timm's layer-decay groups carry ``lr_scale``, which timm's own schedulers
     multiply into the lr they write; fusedlr's schedules would silently ignore it."""
-    scale = group.get("lr_scale", 1.0)
-    if scale != 1.0:
+    scale = group.get("lr_scale")
+    if scale is not None and scale != 1.0:
         raise ValueError(
             f"{where}: lr_scale={scale!r} (timm's layer-decay convention, applied by timm's schedulers) is not applied "
             "by fusedlr; fold it into the group's lr with fusedlr.fold_lr_scale(groups, lr) (lr * lr_scale, which "

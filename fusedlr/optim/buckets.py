@@ -45,6 +45,7 @@ class Entry:
         t = self.target
         self.shape, self.dtype, self.device_index, self.ptr = t.shape, t.dtype, t.get_device(), _data_ptr(t)
         self.sharding = sharding(self.param)  # None unless a DTensor
+        self.grad_type = type(_grad_of(self.param))  # a DTensor grad appearing on a plain param has no data_ptr
         self.grad_ptr = _data_ptr(self.grad)
         self.note_step_written()
 
@@ -66,13 +67,14 @@ class Entry:
         does not fit)."""
         p = self.param
         grad = _grad_of(p)
-        if grad is None:
+        if grad is None or type(grad) is not self.grad_type:
             return False
         t = p
         if self.sharding is not None:
             if sharding(p) != self.sharding or sharding(grad) != self.sharding:
                 return False
             t, grad = p._local_tensor, grad._local_tensor
+            self.target = t  # the same storage (checked below), maybe another tensor object
         if (_data_ptr(t) != self.ptr or t.shape != self.shape or state.get(p) is not self.state
                 or t.is_contiguous() != (self.work is t) or grad.dtype is not self.dtype
                 or grad.shape != self.shape or grad.layout is not _strided or grad.get_device() != self.device_index

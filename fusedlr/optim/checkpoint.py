@@ -69,7 +69,8 @@ def check(optimizer, state_dict) -> Checked:
     # param_groups[0]["fusedlr"]; at the top level in checkpoints from before DCP and ZeRO were supported
     extra = (state_dict.get("fusedlr") or saved_groups[0].get("fusedlr") or {}) if saved_groups else {}
     if not isinstance(extra, dict):
-        raise TypeError(f"state_dict['param_groups'][0]['fusedlr'] must be a dict, got {type(extra).__name__}")
+        where = "state_dict['fusedlr']" if "fusedlr" in state_dict else "state_dict['param_groups'][0]['fusedlr']"
+        raise TypeError(f"{where} must be a dict, got {type(extra).__name__}")
     name = OPTIMIZER_NAMES[optimizer.kind]
     kind = extra.get("optimizer", optimizer.kind)
     if kind != optimizer.kind:
@@ -149,6 +150,8 @@ def _merged_groups(optimizer, saved_groups, decoder: serialize.Decoder) -> list[
     merged = []
     for g, (saved, group) in enumerate(zip(saved_groups, optimizer.param_groups)):
         new = {k: v for k, v in saved.items() if k not in ("params", "fusedlr")}
+        if "lr_scale" in new and "schedule" in saved:  # fusedlr's layer-decay groups before layer_scale: folded in lr
+            new.setdefault("layer_scale", new.pop("lr_scale"))
         for key in optimizer.schedule_keys:
             if key in new:
                 new[key] = _schedule(new[key], decoder, f"param_groups[{g}][{key!r}]")

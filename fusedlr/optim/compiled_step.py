@@ -45,9 +45,9 @@ class _DeviceTables:
     """The DeviceState fields native_backend.run reads."""
 
     def __init__(self, step, next_lr, applied, groups, program, plateau, group_values, generation, stepped_tables,
-                 history, history_capacity):
+                 history):
         self.device = step.device
-        self.history, self.history_capacity = (history, history_capacity) if history_capacity else (None, 0)
+        self.history = history if history.numel() else None
         self.step, self.next_lr, self.applied = step, next_lr, applied
         self.groups, self.program, self.plateau, self.group_values = groups, program, plateau, group_values
         self.generation, self.stepped_tables = generation, stepped_tables
@@ -58,8 +58,7 @@ class _DeviceTables:
 def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: list[torch.Tensor],
                 steps: list[torch.Tensor], global_step: torch.Tensor, next_lr: torch.Tensor,
                 applied: torch.Tensor, groups: torch.Tensor, program: torch.Tensor, plateau: torch.Tensor,
-                group_values: torch.Tensor, history: torch.Tensor, history_capacity: int,
-                grad_scale: Optional[torch.Tensor], found_inf: Optional[torch.Tensor], entry_info: list[int],
+                group_values: torch.Tensor, history: torch.Tensor, grad_scale: Optional[torch.Tensor], found_inf: Optional[torch.Tensor], entry_info: list[int],
                 bucket_info: list[int], kind: str, num_groups: int, backend: str, generation: int) -> None:
     """One device's optimizer step on the native kernel (see native_backend.run).
     ``generation``: the DeviceState's, so the CUDA kernels' per-tensor values
@@ -79,13 +78,13 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
         if generation < 0:
             bucket.native.prepared = None  # prepare the next update's values in every step
     tables = _DeviceTables(global_step, next_lr, applied, groups, program, plateau, group_values, generation,
-                           stepped_tables, history, history_capacity)
+                           stepped_tables, history)
     native_backend.run(tables, [b for b in buckets if b.entries], kind, num_groups, grad_scale, found_inf, backend)
 
 
 @native_step.register_fake
 def _(params, grads, states, steps, global_step, next_lr, applied, groups, program, plateau, group_values, history,
-      history_capacity, grad_scale, found_inf, entry_info, bucket_info, kind, num_groups, backend, generation) -> None:
+      grad_scale, found_inf, entry_info, bucket_info, kind, num_groups, backend, generation) -> None:
     return None
 
 
@@ -166,8 +165,7 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
         # a plateau a report may change them between steps, so they are prepared every step
         generation = 0 if backend not in _native.DEVICE_KERNEL_BACKENDS else \
             -1 if ds.plateau_schedule is not None else ds.generation
-        history = ds.history if ds.history is not None else ds.next_lr[:0]  # an empty stand-in when not kept
+        history = ds.history if ds.history is not None else ds.no_history
         torch.ops.fusedlr.native_step(params, grads, states, steps, ds.step, ds.next_lr, ds.applied, ds.groups,
-                                      ds.program, ds.plateau, ds.group_values, history, ds.history_capacity, scale,
-                                      inf, entry_info, bucket_info, optimizer.kind, len(optimizer.param_groups),
-                                      backend, generation)
+                                      ds.program, ds.plateau, ds.group_values, history, scale, inf, entry_info,
+                                      bucket_info, optimizer.kind, len(optimizer.param_groups), backend, generation)

@@ -37,6 +37,10 @@ class DeviceState:
         #: the opt-in history ring (layout in csrc/fusedlr/step_layout.h), None when not kept
         self.history: torch.Tensor | None = None
         self.history_capacity = 0
+        #: rings replaced or turned off: a captured CUDA graph may still write them
+        self._retired_history: list = []
+        #: what the compiled step passes for a ring not kept
+        self.no_history = torch.zeros(0, dtype=torch.float64, device=device)
 
     def note_own_write(self) -> None:
         """Remember the counter's version after fusedlr wrote it with a torch op
@@ -75,11 +79,12 @@ class DeviceState:
     def keep_history(self, capacity: int, num_groups: int) -> None:
         """Keep the last ``capacity`` steps in the history ring (0: none). A ring
         of another size is replaced (its records dropped)."""
-        if capacity == 0:
-            self.history, self.history_capacity = None, 0
-        elif self.history is None or self.history_capacity != capacity or \
-                not history.fits(self.history, capacity, num_groups):
-            self.history, self.history_capacity = history.allocate(capacity, num_groups, self.device), capacity
+        if capacity == self.history_capacity and (capacity == 0 or history.fits(self.history, capacity, num_groups)):
+            return
+        if self.history is not None:
+            self._retired_history.append(self.history)
+        self.history, self.history_capacity = (
+            (history.allocate(capacity, num_groups, self.device), capacity) if capacity else (None, 0))
 
     def lrs_at(self, param_groups: list[dict], step: torch.Tensor) -> torch.Tensor:
         """The groups' lrs at ``step`` (reference maths, tensor ops, no host sync)."""

@@ -17,7 +17,9 @@ def _layout() -> tuple[int, int]:
 
 def allocate(capacity: int, num_groups: int, device: torch.device) -> torch.Tensor:
     header, lrs = _layout()
-    return torch.zeros(header + capacity * (lrs + num_groups), dtype=torch.float64, device=device)
+    ring = torch.zeros(header + capacity * (lrs + num_groups), dtype=torch.float64)
+    ring[_native.format_constants().HISTORY_CAPACITY] = capacity
+    return ring.to(device)
 
 
 def fits(history: torch.Tensor, capacity: int, num_groups: int) -> bool:

@@ -119,7 +119,7 @@ def _bucket_args(bucket: Bucket, tables: NativeTables | None) -> dict:
 
 
 def _history_args(ds: DeviceState) -> dict:
-    return dict(history=_ptr(ds.history), history_capacity=ds.history_capacity)
+    return dict(history=_ptr(ds.history))
 
 
 def _device_step_args(ds: DeviceState, tables: NativeTables | None, last_bucket: bool) -> dict:

@@ -17,7 +17,8 @@ class SchedulerView(torch.optim.lr_scheduler.LRScheduler):
     device counter drives the schedule. ``get_last_lr()`` returns each param
     group's lr as a torch scheduler's would: called after ``opt.step()`` and
     before the scheduler's ``step()`` (where HF Trainer logs), the lr that
-    step applied; after both, the lr of the coming step (``opt.current_lr``).
+    step applied (with several steps in between, the last one's); after
+    both, the lr of the coming step (``opt.current_lr``).
     It reads the device only when called, so a loop that does not log never
     syncs. Unlike a torch scheduler it never
     writes ``group["lr"]`` (fusedlr's base lr) nor ``group["initial_lr"]``.
@@ -33,7 +34,6 @@ class SchedulerView(torch.optim.lr_scheduler.LRScheduler):
         self._step_calls_seen = optimizer._step_calls  # optimizer steps taken when this view last stepped
         self.last_epoch = 0
         self._step_count = 1
-        self._get_lr_called_within_step = False
 
     @property
     def base_lrs(self) -> list[float]:
@@ -43,8 +43,10 @@ class SchedulerView(torch.optim.lr_scheduler.LRScheduler):
     def get_last_lr(self) -> list[float]:
         """Each group's lr at the schedule step this scheduler is at (one device read)."""
         opt = self.optimizer
-        behind = opt._step_calls - self._step_calls_seen  # optimizer steps this view has not stepped for
-        lrs = opt.current_lr if behind <= 0 else opt.lrs_at((opt.step_count - behind).clamp_min(0))
+        if opt._step_calls == self._step_calls_seen:
+            lrs = opt.current_lr
+        else:  # opt.step() ran since this view's step(): the lr of that step (one GradScaler skipped is not counted)
+            lrs = opt.lrs_at((opt.step_count - opt.last_step_applied.to(torch.int64)).clamp_min(0))
         return [float(lr) for lr in lrs.tolist()]
 
     def get_lr(self) -> list[float]:

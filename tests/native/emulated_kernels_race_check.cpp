@@ -111,7 +111,7 @@ bool run(Case<T> device_case) {
                          device_case.flag, scalars.data(), values_scratch.data(), next_lr.data(), &applied);
   std::vector<double> history(kHistoryHeader + 3 * (kHistoryLrs + 1));  // a ring of 3 steps, written by the last block
   a.history = history.data();
-  a.history_capacity = 3;
+  history[kHistoryCapacity] = 3;
   if (!cuda::step(0, nullptr, a, kPrepare).empty()) return false;
   for (int s = 0; s < kSteps; ++s) {
     found_inf = s == kSkippedStep ? 1.0f : 0.0f;
