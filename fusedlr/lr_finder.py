@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from . import figures
 from .optim.base import FusedOptimizer
 from .schedules import Piecewise
 from .schedules import _checks as check
@@ -77,11 +78,7 @@ class LRFinderResult:
         the first ``skip_begin`` and last ``skip_end`` points (as Lightning
         plots it), the suggestion marked; saved as a PNG at ``path`` when
         given. Returns the matplotlib figure."""
-        import matplotlib
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = figures.new_axes(path, (6, 4))
         shown = slice(skip_begin, len(self.lrs) - skip_end)
         ax.plot(self.lrs[shown], self.losses[shown], label="smoothed loss")
         if self.mode == "exp":
@@ -89,13 +86,7 @@ class LRFinderResult:
         suggested = self.suggestion(method, skip_begin, skip_end)
         if suggested is not None:
             ax.axvline(suggested, color="red", linestyle="--", label=f"{method}: {suggested:.3g}")
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel("loss")
-        ax.legend()
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=120)
-        return fig
+        return figures.finish(fig, ax, path, "learning rate", "loss")
 
 
 def _longest_fall(values: list[float]) -> tuple[int, int]:

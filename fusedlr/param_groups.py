@@ -103,7 +103,7 @@ def layer_decay_param_groups(named_parameters: Iterable[tuple[str, torch.nn.Para
             raise TypeError("layer_decay_param_groups needs num_layers (or a group_matcher to find the layers)")
         last = check.integer("num_layers", num_layers, 1)
         layer_of = layer_of or default_layer_of
-        layers = {name: layer_of(name, last) for name, _ in named}
+        layers = {name: layer_of(name, last) for name, param in named if param.requires_grad}
         for name, layer in layers.items():
             if not 0 <= layer <= last:
                 raise ValueError(f"layer_of({name!r}) returned {layer}; it must be in [0, {last}]")

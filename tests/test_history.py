@@ -164,3 +164,21 @@ def test_a_replaced_ring_is_kept_alive():
     opt.enable_history(0)
     gc.collect()
     assert ring() is not None
+
+
+def test_plot_history_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    p = torch.nn.Parameter(torch.ones(2))
+    schedule = S.with_warmup(S.Cosine(20), 4)
+    opt = fusedlr.SGD([p], lr=0.5, schedule=schedule)
+    opt.enable_history(50)
+    for step in range(20):
+        p.grad = torch.ones(2)
+        if step == 7:
+            opt.grad_scale, opt.found_inf = torch.ones(1), torch.ones(1)
+        opt.step()
+        if step == 7:
+            del opt.grad_scale, opt.found_inf
+    fusedlr.plot_history(opt.history(), tmp_path / "lr.png", schedule=schedule, base_lrs=[0.5])
+    with open(tmp_path / "lr.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

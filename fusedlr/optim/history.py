@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _native
+from .. import _native, figures
 
 
 def _layout() -> tuple[int, int]:
@@ -62,3 +62,24 @@ def log_history(writer, records: dict, tag: str = "lr") -> None:
             continue
         for g, lr in enumerate(lrs):
             writer.add_scalar(f"{tag}/group{g}", lr, step)
+
+
+def plot_history(records: dict, path=None, schedule=None, base_lrs=None):
+    """Each group's recorded lr against its step (``opt.history()``), steps
+    GradScaler skipped marked, and, given the ``schedule`` and the groups'
+    ``base_lrs``, the schedule's own curve over the same steps (dashed), to
+    see that the run followed it. Saved as a PNG at ``path`` when given;
+    returns the matplotlib figure."""
+    steps, lrs, applied = records["step"], records["lr"], records["applied"]
+    fig, ax = figures.new_axes(path)
+    for g in range(lrs.shape[1]):
+        ax.plot(steps[applied].tolist(), lrs[applied, g].tolist(), label=f"group {g} (recorded)")
+    if (~applied).any():
+        ax.scatter(steps[~applied].tolist(), lrs[~applied, 0].tolist(), marker="x", color="red",
+                   label="skipped by GradScaler")
+    if schedule is not None and len(steps):
+        span = list(range(int(steps.min()), int(steps.max()) + 1))
+        curve = schedule.values(span, list(base_lrs) if base_lrs is not None else [1.0] * lrs.shape[1])
+        for g in range(curve.shape[1]):
+            ax.plot(span, curve[:, g].tolist(), linestyle="--", color="gray", label="schedule" if g == 0 else None)
+    return figures.finish(fig, ax, path, "step", "lr")
