@@ -72,10 +72,10 @@ def check_fsdp2(kind, backend):
     assert buffers and all(isinstance(v, DTensor) for v in buffers), "state must be DTensors like torch's"
 
 
-def _dtensor_params(placements_of, seed):
+def _dtensor_params(placements_of, seed, mesh_shape=(WORLD,)):
     """Params of odd shapes (uneven shards), each placed by ``placements_of(ndim)``."""
     from torch.distributed.tensor import distribute_tensor, init_device_mesh
-    mesh = init_device_mesh("cpu", (WORLD,))
+    mesh = init_device_mesh("cpu", mesh_shape)
     gen = torch.Generator().manual_seed(seed)
     shapes = [(5, 7), (3,), (2, 3, 4)]
     return [torch.nn.Parameter(distribute_tensor(torch.randn(s, generator=gen), mesh, placements_of(len(s))))
@@ -85,8 +85,10 @@ def _dtensor_params(placements_of, seed):
 def check_placements(placement, backend):
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
     choice = {"Shard(0)": lambda ndim: [Shard(0)], "Replicate": lambda ndim: [Replicate()],
-              "Shard(1)": lambda ndim: [Shard(1) if ndim > 1 else Shard(0)]}[placement]
-    params_a, params_b = _dtensor_params(choice, 0), _dtensor_params(choice, 0)
+              "Shard(1)": lambda ndim: [Shard(1) if ndim > 1 else Shard(0)],
+              "2d-Replicate-Shard(0)": lambda ndim: [Replicate(), Shard(0)]}[placement]
+    mesh_shape = (1, WORLD) if placement.startswith("2d") else (WORLD,)  # a 2-D mesh (data x model)
+    params_a, params_b = _dtensor_params(choice, 0, mesh_shape), _dtensor_params(choice, 0, mesh_shape)
     t_opt, sched, f_opt = _pair("adamw", backend, params_a, params_b)
     for step in range(STEPS):
         gen = torch.Generator().manual_seed(200 + step)
@@ -276,7 +278,7 @@ def checks(backends):
     for backend in backends:
         for kind in ("adamw", "sgd"):
             names[f"fsdp2-{kind}-{backend}"] = (WORLD, check_fsdp2, kind, backend)
-        for placement in ("Shard(0)", "Shard(1)", "Replicate"):
+        for placement in ("Shard(0)", "Shard(1)", "Replicate", "2d-Replicate-Shard(0)"):
             names[f"dtensor-{placement}-{backend}"] = (WORLD, check_placements, placement, backend)
         names[f"grad-placement-refused-{backend}"] = (WORLD, check_grad_placement_refused, backend)
         names[f"dtensor-grad-on-plain-param-{backend}"] = (WORLD, check_dtensor_grad_on_plain_param_refused, backend)
