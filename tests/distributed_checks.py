@@ -176,8 +176,7 @@ def check_dcp_resume(backend):
     state and the schedules."""
     import fusedlr
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
-                                                         set_model_state_dict, set_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     def fresh():
         model = _sharded_model(0)

@@ -405,6 +405,14 @@ class FusedOptimizer(torch.optim.Optimizer):
             raise RuntimeError("the optimizer has no params")
         return next(iter(self._devices.values()))
 
+    def _up_to_date_primary(self) -> DeviceState:
+        """The first device's state, with counter writes and group edits taken up (outside a capture)."""
+        ds = self._primary()
+        if not self._capturing():
+            self._take_up_counter_writes()
+            self._refresh_tables()
+        return ds
+
     @property
     def step_count(self) -> torch.Tensor:
         """The int64 schedule step counter on the device of the first param:
@@ -425,10 +433,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         """float64 tensor (one entry per param group), on the device of the first
         param, holding the lr the next step will use: log it without a host sync.
         Reflects param_group edits made since the last step."""
-        ds = self._primary()
-        if not self._capturing():
-            self._take_up_counter_writes()
-            self._refresh_tables()
+        ds = self._up_to_date_primary()
         return ds.next_lr
 
     def lrs_at(self, step) -> torch.Tensor:
@@ -436,10 +441,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         param: the lrs the schedules give at schedule step ``step`` (an int or an
         int64 tensor), with the plateau reductions made so far; no host sync
         for a tensor ``step``."""
-        ds = self._primary()
-        if not self._capturing():
-            self._take_up_counter_writes()
-            self._refresh_tables()
+        ds = self._up_to_date_primary()
         step = torch.as_tensor(step, dtype=torch.int64, device=ds.device)
         return ds.lrs_at(self.param_groups, step)
 
