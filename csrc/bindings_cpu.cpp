@@ -44,11 +44,11 @@ PYBIND11_MODULE(_C, m) {
       "update",
       [](std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups, int64_t num_groups,
          std::uintptr_t program, std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale,
-         std::uintptr_t found_inf, int kind, int dtype, bool maximize, bool nesterov,
+         std::uintptr_t found_inf, std::uintptr_t clipping, int kind, int dtype, bool maximize, bool nesterov,
          bool amsgrad, int num_threads) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
             tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
-            found_inf, kind, dtype, maximize, nesterov, amsgrad);
+            found_inf, clipping, kind, dtype, maximize, nesterov, amsgrad);
         py::gil_scoped_release no_gil;
         fusedlr::cpu::update(a, num_threads);
       },
@@ -59,11 +59,11 @@ PYBIND11_MODULE(_C, m) {
       "finish",
       [](std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups, int64_t num_groups,
          std::uintptr_t program, std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale,
-         std::uintptr_t found_inf, int kind, int dtype, bool maximize, bool nesterov,
+         std::uintptr_t found_inf, std::uintptr_t clipping, int kind, int dtype, bool maximize, bool nesterov,
          bool amsgrad, bool advance, std::uintptr_t next_lr, std::uintptr_t applied, std::uintptr_t history) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
             tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
-            found_inf, kind, dtype, maximize, nesterov, amsgrad, 0, 0, 0, 0, false, history);
+            found_inf, clipping, kind, dtype, maximize, nesterov, amsgrad, 0, 0, 0, 0, false, history);
         fusedlr::cpu::finish(a, advance, reinterpret_cast<double*>(next_lr), reinterpret_cast<bool*>(applied));
       },
       FUSEDLR_STEP_ARG_NAMES, py::arg("advance"), py::arg("next_lr"), py::arg("applied"), py::arg("history"),
@@ -76,7 +76,7 @@ PYBIND11_MODULE(_C, m) {
       [](std::uintptr_t groups, int64_t num_groups, std::uintptr_t program, std::uintptr_t plateau,
          std::uintptr_t global_step, std::uintptr_t metric, std::uintptr_t next_lr) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(0, 0, groups, num_groups, program, plateau,
-                                                            global_step, 0, 0, 0, 0, false, false, false);
+                                                            global_step, 0, 0, 0, 0, 0, false, false, false);
         fusedlr::report_plateau(a, as_ptr<double>(plateau), *as_ptr<const double>(metric), as_ptr<double>(next_lr));
       },
       py::arg("groups"), py::arg("num_groups"), py::arg("program"), py::arg("plateau"), py::arg("global_step"),

@@ -77,13 +77,13 @@ PYBIND11_MODULE(FUSEDLR_MODULE, m) {
       [](int device, std::uintptr_t stream, std::uintptr_t tensors, int64_t num_tensors,
          std::uintptr_t groups, int64_t num_groups, std::uintptr_t program,
          std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
-         int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, std::uintptr_t scalars,
+         std::uintptr_t clipping, int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, std::uintptr_t scalars,
          std::uintptr_t group_values, std::uintptr_t next_lr, std::uintptr_t applied, bool last_bucket,
          std::uintptr_t history,
          std::uintptr_t chunks, int64_t num_chunks, int64_t chunk_size, std::uintptr_t blocks_done) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
             tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
-            found_inf, kind, dtype, maximize, nesterov, amsgrad, scalars, group_values, next_lr, applied,
+            found_inf, clipping, kind, dtype, maximize, nesterov, amsgrad, scalars, group_values, next_lr, applied,
             last_bucket, history);
         py::gil_scoped_release no_gil;
         check(fusedlr::cuda::update(device, as_ptr<void>(stream), a, as_ptr<const int64_t>(chunks),
@@ -100,13 +100,13 @@ PYBIND11_MODULE(FUSEDLR_MODULE, m) {
       [](int device, std::uintptr_t stream, std::uintptr_t tensors, int64_t num_tensors,
          std::uintptr_t groups, int64_t num_groups, std::uintptr_t program,
          std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
-         int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, std::uintptr_t scalars,
+         std::uintptr_t clipping, int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, std::uintptr_t scalars,
          std::uintptr_t group_values, std::uintptr_t next_lr, std::uintptr_t applied, bool last_bucket,
          std::uintptr_t history,
          int mode) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(
             tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
-            found_inf, kind, dtype, maximize, nesterov, amsgrad, scalars, group_values, next_lr, applied,
+            found_inf, clipping, kind, dtype, maximize, nesterov, amsgrad, scalars, group_values, next_lr, applied,
             last_bucket, history);
         py::gil_scoped_release no_gil;
         check(fusedlr::cuda::step(device, as_ptr<void>(stream), a, mode), "fusedlr CUDA step kernel");
@@ -124,7 +124,7 @@ PYBIND11_MODULE(FUSEDLR_MODULE, m) {
          std::uintptr_t program, std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t metric,
          double metric_value, std::uintptr_t next_lr) {
         const fusedlr::StepArgs a = fusedlr::make_step_args(0, 0, groups, num_groups, program, plateau,
-                                                            global_step, 0, 0, 0, 0, false, false, false);
+                                                            global_step, 0, 0, 0, 0, 0, false, false, false);
         py::gil_scoped_release no_gil;
         check(fusedlr::cuda::plateau_report(device, as_ptr<void>(stream), a, as_ptr<const double>(metric),
                                             metric_value, as_ptr<double>(next_lr)),

@@ -14,7 +14,7 @@ namespace fusedlr {
 inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups,
                                int64_t num_groups, std::uintptr_t program, std::uintptr_t plateau,
                                std::uintptr_t global_step, std::uintptr_t grad_scale,
-                               std::uintptr_t found_inf, int kind, int dtype, bool maximize,
+                               std::uintptr_t found_inf, std::uintptr_t clipping, int kind, int dtype, bool maximize,
                                bool nesterov, bool amsgrad, std::uintptr_t scalars = 0,
                                std::uintptr_t group_values = 0, std::uintptr_t next_lr = 0,
                                std::uintptr_t applied = 0, bool last_bucket = false,
@@ -29,6 +29,7 @@ inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std:
   a.global_step = reinterpret_cast<int64_t*>(global_step);
   a.grad_scale = reinterpret_cast<const float*>(grad_scale);
   a.found_inf = reinterpret_cast<const float*>(found_inf);
+  a.clipping = reinterpret_cast<const double*>(clipping);
   a.kind = kind;
   a.dtype = dtype;
   a.maximize = maximize;
@@ -43,12 +44,13 @@ inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std:
   return a;
 }
 
-// Python keyword names of make_step_args' first fourteen parameters, in order.
+// Python keyword names of make_step_args' first fifteen parameters, in order.
 #define FUSEDLR_STEP_ARG_NAMES                                                              \
   pybind11::arg("tensors"), pybind11::arg("num_tensors"), pybind11::arg("groups"),          \
       pybind11::arg("num_groups"), pybind11::arg("program"), pybind11::arg("plateau"), \
       pybind11::arg("global_step"), \
-      pybind11::arg("grad_scale"), pybind11::arg("found_inf"), pybind11::arg("kind"),      \
+      pybind11::arg("grad_scale"), pybind11::arg("found_inf"), pybind11::arg("clipping"), \
+      pybind11::arg("kind"), \
       pybind11::arg("dtype"), pybind11::arg("maximize"), pybind11::arg("nesterov"),         \
       pybind11::arg("amsgrad")
 
@@ -109,6 +111,10 @@ inline void export_step_layout(pybind11::module_& m) {
   m.attr("HISTORY_HEADER") = int(kHistoryHeader);
   m.attr("HISTORY_CAPACITY") = int(kHistoryCapacity);
   m.attr("HISTORY_LRS") = int(kHistoryLrs);
+  m.attr("HISTORY_GRAD_NORM") = int(kHistoryGradNorm);
+  m.attr("CLIP_COEFFICIENT") = int(kClipCoefficient);
+  m.attr("CLIP_GRAD_NORM") = int(kClipGradNorm);
+  m.attr("CLIPPING_FIELDS") = int(kClippingFields);
 }
 
 }  // namespace fusedlr

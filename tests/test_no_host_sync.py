@@ -1,6 +1,6 @@
 """optimizer.step() never reads a device value on the host nor copies between
 devices — from construction on, for every schedule in the catalogue, both
-optimizers, with and without GradScaler. Checked on the CPU by intercepting
+optimizers (with grad-norm clipping), with and without GradScaler. Checked on the CPU by intercepting
 every aten call made during construction and steps; on CUDA additionally with
 torch.cuda.set_sync_debug_mode("error")."""
 import pytest
@@ -48,9 +48,10 @@ SCHEDULES = ([pytest.param(_formula_case, n, id=f"formula-{n}") for n in sorted(
              + [pytest.param(_torch_case, n, id=f"torch-{n}") for n in sorted(test_from_torch.CASES)])
 OPTIMIZERS = [(fusedlr.SGD, dict(momentum=0.9, nesterov=True, weight_decay=1e-2,
                                   momentum_schedule=S.cyclic_momentum(step_size_up=2),
-                                  weight_decay_schedule=S.Anneal(1.0, 3.0, 3))),
+                                  weight_decay_schedule=S.Anneal(1.0, 3.0, 3), max_grad_norm=0.5,
+                                  norm_type=float("inf"))),
               (fusedlr.AdamW, dict(amsgrad=True, maximize=True, beta1_schedule=S.one_cycle_momentum(5),
-                                   weight_decay_schedule=S.Cosine(3)))]
+                                   weight_decay_schedule=S.Cosine(3), max_grad_norm=1.0))]
 
 
 def _train(case, name, backend, with_scaler):

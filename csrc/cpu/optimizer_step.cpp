@@ -70,7 +70,7 @@ void update_chunks(RangeUpdate update_range_of_dtype, const StepArgs& a, const s
                    int num_threads) {
   std::vector<GroupValues> values(a.num_groups);
   for (int64_t g = 0; g < a.num_groups; ++g) values[g] = group_values(a, g, *a.global_step);
-  const double factor = grad_factor(a.grad_scale, a.maximize);
+  const double factor = grad_factor(a);
   const int64_t n = (int64_t)chunks.size();
 #pragma omp parallel for schedule(static) num_threads(num_threads) if (n > 1 && num_threads > 1)
   for (int64_t c = 0; c < n; ++c) update_range_of_dtype(a, values, factor, chunks[c]);
@@ -98,7 +98,7 @@ void finish(const StepArgs& a, bool advance, double* next_lr, bool* applied) {
   const bool skipped = step_is_skipped(a);
   if (advance) *applied = !skipped;
   // next_lr still holds the lrs of the step now ending
-  if (advance && a.history) record_history(a.history, a.num_groups, next_lr, *a.global_step, !skipped);
+  if (advance && a.history) record_history(a.history, a.num_groups, next_lr, *a.global_step, !skipped, clipped_grad_norm(a));
   if (skipped) return;
   for (int64_t t = 0; t < a.num_tensors; ++t) count_update(a, t);
   if (!advance) return;

@@ -126,8 +126,8 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
 // record_history out of line (inlined, its registers pushed the element
 // loops of some update kernels into local memory).
 __device__ __noinline__ void record_history_out_of_line(double* history, int64_t num_groups, const double* lrs,
-                                                        int64_t step, bool applied) {
-  record_history(history, num_groups, lrs, step, applied);
+                                                        int64_t step, bool applied, double grad_norm) {
+  record_history(history, num_groups, lrs, step, applied, grad_norm);
 }
 
 // The end of a step (mode kEndStep, or the last block of an update) or the
@@ -143,7 +143,7 @@ __device__ __forceinline__ void end_step(const StepArgs& a, bool count, bool app
   const int64_t next = advances ? count_one_more(step) : step;
   if (count && a.last_bucket && a.history) {  // the same for the whole block
     if (threadIdx.x == 0)  // the lrs of the ending step: next_lr, until rewritten below
-      record_history_out_of_line(a.history, a.num_groups, a.next_lr, step, applied);
+      record_history_out_of_line(a.history, a.num_groups, a.next_lr, step, applied, clipped_grad_norm(a));
     __syncthreads();
   }
   for (int64_t t = threadIdx.x; advances && t < a.num_tensors; t += blockDim.x) count_update(a, t);
@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM) update_kernel(StepA
   using M = typename math_type<T>::type;
   const bool applied = !step_is_skipped(a);
   if (applied) {
-    const M factor = (M)grad_factor(a.grad_scale, a.maximize);
+    const M factor = (M)grad_factor(a);
     for (int64_t k = blockIdx.x; k < c.num_chunks; k += gridDim.x) {
       const int64_t t = c.chunks[2 * k], begin = c.chunks[2 * k + 1];
       const int64_t* row = a.tensors + t * kTensorFields;

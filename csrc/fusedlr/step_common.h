@@ -1,6 +1,7 @@
 // Pieces of an optimizer step that the CPU driver and the CUDA kernels share:
 // reading the tables, evaluating a group's scheduled values, counting steps.
 #pragma once
+#include <math.h>
 #include <stdint.h>
 
 #include "hd.h"
@@ -62,16 +63,21 @@ FUSEDLR_HD void store_group_values(const StepArgs& a, int64_t g, int64_t step) {
   if (a.last_bucket) a.next_lr[g] = v.lr;
 }
 
+// The global grad norm of the step's clipping, NaN without max_grad_norm.
+FUSEDLR_HD double clipped_grad_norm(const StepArgs& a) { return a.clipping ? a.clipping[kClipGradNorm] : NAN; }
+
 // Record the step now ending in the history ring (step_layout.h): its
-// schedule step, whether it was applied, and each group's lr in it (`lrs`).
-// Plain arguments, not StepArgs: the CUDA kernels call it out of line.
-FUSEDLR_HD void record_history(double* history, int64_t num_groups, const double* lrs, int64_t step, bool applied) {
+// schedule step, whether it was applied, its grad norm and each group's lr in
+// it (`lrs`). Plain arguments, not StepArgs: the CUDA kernels call it out of line.
+FUSEDLR_HD void record_history(double* history, int64_t num_groups, const double* lrs, int64_t step, bool applied,
+                               double grad_norm) {
   const int64_t recorded = (int64_t)history[kHistoryRecorded], capacity = (int64_t)history[kHistoryCapacity];
   if (capacity <= 0) return;
   double* row = history + kHistoryHeader + (recorded % capacity) * (kHistoryLrs + num_groups);
   for (int64_t g = 0; g < num_groups; ++g) row[kHistoryLrs + g] = lrs[g];
   row[kHistoryStep] = (double)step;
   row[kHistoryApplied] = applied ? 1.0 : 0.0;
+  row[kHistoryGradNorm] = grad_norm;
   history[kHistoryRecorded] = (double)(recorded + 1);
 }
 

@@ -41,11 +41,17 @@ enum OptimizerKind : int { kSGD = 0, kAdamW = 1 };
 // kHistoryHeader values (the number of steps recorded so far, the number of
 // rows), then the rows, one per ended step, oldest overwritten first, of
 // kHistoryLrs + num_groups values: the step's schedule step, whether it was
-// applied (1) or skipped by GradScaler (0), and each group's lr in it.
-enum HistoryField : int { kHistoryStep = 0, kHistoryApplied = 1, kHistoryLrs = 2 };
+// applied (1) or skipped by GradScaler (0), the global grad norm its clipping
+// measured (NaN without max_grad_norm), and each group's lr in it.
+enum HistoryField : int { kHistoryStep = 0, kHistoryApplied = 1, kHistoryGradNorm = 2, kHistoryLrs = 3 };
 enum HistoryHeader : int { kHistoryRecorded = 0, kHistoryCapacity = 1, kHistoryHeader = 2 };
 
 // What the CUDA backend's one-block step kernel does.
+// With max_grad_norm, two float64 values on the bucket's device, written
+// before the update: the factor clipping multiplies every (unscaled) grad by,
+// and the global grad norm it was computed from.
+enum ClippingField : int { kClipCoefficient = 0, kClipGradNorm = 1, kClippingFields = 2 };
+
 enum StepKernelMode : int {
   kPrepare = 0,  // write the tensors' values for an update at the current step
   kEndStep = 1,  // count a step with no update launch (no param had a grad), then prepare
@@ -63,6 +69,7 @@ struct StepArgs {
   int64_t* global_step;  // schedule step of this update, advanced by the step's last bucket
   const float* grad_scale;
   const float* found_inf;
+  const double* clipping;  // null without max_grad_norm, else kClippingFields values
   int kind;               // OptimizerKind
   int dtype;              // ScalarType of params, grads and states
   bool maximize;

@@ -16,10 +16,12 @@
 namespace fusedlr {
 
 // Multiplier applied to every raw gradient: the GradScaler unscale (torch
-// multiplies by the float reciprocal of the scale) and the maximize sign.
-FUSEDLR_HD double grad_factor(const float* grad_scale, bool maximize) {
-  double factor = grad_scale ? (double)(float)(1.0 / (double)*grad_scale) : 1.0;
-  return maximize ? -factor : factor;
+// multiplies by the float reciprocal of the scale), the grad-norm clipping
+// coefficient and the maximize sign.
+FUSEDLR_HD double grad_factor(const StepArgs& a) {
+  double factor = a.grad_scale ? (double)(float)(1.0 / (double)*a.grad_scale) : 1.0;
+  if (a.clipping) factor *= a.clipping[kClipCoefficient];
+  return a.maximize ? -factor : factor;
 }
 
 // Row of a tensor's scalars for its coming update.

@@ -25,7 +25,7 @@ class AdamW(FusedOptimizer):
     (None: constant) move ``betas[0]`` / ``weight_decay`` from the same step
     counter (the bias correction uses the current beta1, as torch does when a
     scheduler cycles it). See :class:`fusedlr.SGD` for ``schedule``,
-    ``backend`` and the accepted torch flags.
+    ``max_grad_norm``, ``backend`` and the accepted torch flags.
     """
 
     kind = "adamw"
@@ -34,13 +34,14 @@ class AdamW(FusedOptimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  schedule=None, beta1_schedule=None, weight_decay_schedule=None, backend: str | None = None,
-                 foreach=None, capturable: bool = False, differentiable: bool = False, fused=None):
+                 max_grad_norm: float | None = None, norm_type: float = 2.0, foreach=None, capturable: bool = False,
+                 differentiable: bool = False, fused=None):
         check_torch_flags(differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, schedule=schedule, beta1_schedule=beta1_schedule,
                         weight_decay_schedule=weight_decay_schedule)
         self.check_group(defaults)
-        super().__init__(params, defaults, backend)
+        super().__init__(params, defaults, backend, max_grad_norm, norm_type)
 
     def check_group(self, group: dict) -> None:
         group["lr"] = check.nonnegative("lr", _number(group["lr"]))

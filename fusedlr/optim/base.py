@@ -13,7 +13,7 @@ import torch
 from .. import _native
 from ..schedules import Constant, Schedule
 from ..schedules._checks import integer as check_integer
-from . import checkpoint, compiled_step, history, native_backend, plateau_buffer, reference_backend
+from . import checkpoint, clipping, compiled_step, history, native_backend, plateau_buffer, reference_backend
 from .buckets import check_param, describe
 from .device_state import DeviceState
 from .distributed import check_same_sharding, is_distributed, local_tensor
@@ -39,7 +39,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     #: tells torch.amp.GradScaler to hand over grad_scale/found_inf instead of unscaling
     _step_supports_amp_scaling = True
 
-    def __init__(self, params, defaults: dict, backend: str | None):
+    def __init__(self, params, defaults: dict, backend: str | None, max_grad_norm=None, norm_type=2.0):
+        #: clip the global grad norm of each step to this (None: no clipping), fused into the update
+        self.max_grad_norm = clipping.check_max_grad_norm(max_grad_norm)
+        #: the norm clipped: p > 0, or inf (largest absolute value), as clip_grad_norm_'s norm_type
+        self.norm_type = clipping.check_norm_type(norm_type)
         if backend is not None and backend not in _native.BACKENDS:
             raise ValueError(f"backend must be None (automatic) or one of {_native.BACKENDS}, got {backend!r}")
         if backend is not None:
@@ -260,17 +264,29 @@ class FusedOptimizer(torch.optim.Optimizer):
             return loss
         work = self._plan.work_for(self)
         self._ready_tables()  # tables of a device a new param brought
+        clips = self._clip_grads(work, grad_scale)
         for device, ds in self._devices.items():
             scale = _on(grad_scale, device)
             inf = _on(found_inf, device)
             buckets = work.get(device, [])
             backend = self._backend_of(device)
+            clip_values = ds.clipping if clips else None
             if backend == "reference":
-                reference_backend.run(ds, buckets, self.kind, self.param_groups, scale, inf)
+                reference_backend.run(ds, buckets, self.kind, self.param_groups, scale, inf, clip_values)
             else:
-                native_backend.run(ds, buckets, self.kind, len(self.param_groups), scale, inf, backend)
+                native_backend.run(ds, buckets, self.kind, len(self.param_groups), scale, inf, backend, clip_values)
         self._step_calls += 1
         return loss
+
+    def _clip_grads(self, work: dict, grad_scale: torch.Tensor | None) -> bool:
+        """With max_grad_norm: write this step's clip coefficient and grad norm
+        on every device (device ops only); the update applies them."""
+        if self.max_grad_norm is None or not self._devices:
+            return False
+        self.max_grad_norm = clipping.check_max_grad_norm(self.max_grad_norm)  # it may have been reassigned
+        self.norm_type = clipping.check_norm_type(self.norm_type)
+        clipping.clip(work, self._devices, self.max_grad_norm, self.norm_type, grad_scale)
+        return True
 
     def _backend_of(self, device: torch.device) -> str:
         return self._forced_backend or default_backend(device)
@@ -436,6 +452,17 @@ class FusedOptimizer(torch.optim.Optimizer):
         ds = self._up_to_date_primary()
         return ds.next_lr
 
+    @property
+    def last_grad_norm(self) -> torch.Tensor:
+        """With ``max_grad_norm``: the float64 0-d tensor, on the device of the
+        first param, holding the global grad norm the last step measured (of the
+        unscaled grads, before clipping: what ``clip_grad_norm_`` returns); NaN
+        before the first step. Log it without a host sync."""
+        if self.max_grad_norm is None:
+            raise RuntimeError("last_grad_norm is measured only with grad clipping: build the optimizer with "
+                               "max_grad_norm=... (e.g. 1.0)")
+        return self._primary().clipping[_native.format_constants().CLIP_GRAD_NORM]
+
     def lrs_at(self, step) -> torch.Tensor:
         """float64 tensor (one entry per param group), on the device of the first
         param: the lrs the schedules give at schedule step ``step`` (an int or an
@@ -448,8 +475,8 @@ class FusedOptimizer(torch.optim.Optimizer):
     def enable_history(self, capacity: int = 1000) -> None:
         """Record the last ``capacity`` steps on the device, inside the step
         itself (no extra launch, no sync): each step's schedule step, whether
-        it was applied (False: skipped by GradScaler) and every group's lr in
-        it; ``history()`` reads them. 0 stops recording. Enable it before
+        it was applied (False: skipped by GradScaler), its grad norm (with
+        ``max_grad_norm``) and every group's lr in it; ``history()`` reads them. 0 stops recording. Enable it before
         capturing a CUDA graph: a graph captured before the ring was made or
         resized keeps writing to the old one (kept alive, never freed), so
         capture it again."""
@@ -459,8 +486,10 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def history(self) -> dict:
         """The recorded steps, oldest first, read in one copy to the host:
-        ``{"step": int64 (n,), "applied": bool (n,), "lr": float64 (n, groups)}``
-        (n: the steps taken since ``enable_history``, at most its capacity)."""
+        ``{"step": int64 (n,), "applied": bool (n,), "grad_norm": float64 (n,),
+        "lr": float64 (n, groups)}`` (n: the steps taken since
+        ``enable_history``, at most its capacity; grad_norm: the global norm
+        clipping measured, NaN without ``max_grad_norm``)."""
         ds = self._primary()
         if ds.history is None:
             raise RuntimeError("no history is kept: call opt.enable_history(capacity) before the steps to record")

@@ -58,7 +58,8 @@ class _DeviceTables:
 def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: list[torch.Tensor],
                 steps: list[torch.Tensor], global_step: torch.Tensor, next_lr: torch.Tensor,
                 applied: torch.Tensor, groups: torch.Tensor, program: torch.Tensor, plateau: torch.Tensor,
-                group_values: torch.Tensor, history: torch.Tensor, grad_scale: Optional[torch.Tensor], found_inf: Optional[torch.Tensor], entry_info: list[int],
+                group_values: torch.Tensor, history: torch.Tensor, grad_scale: Optional[torch.Tensor],
+                found_inf: Optional[torch.Tensor], clipping: Optional[torch.Tensor], entry_info: list[int],
                 bucket_info: list[int], kind: str, num_groups: int, backend: str, generation: int) -> None:
     """One device's optimizer step on the native kernel (see native_backend.run).
     ``generation``: the DeviceState's, so the CUDA kernels' per-tensor values
@@ -79,12 +80,13 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
             bucket.native.prepared = None  # prepare the next update's values in every step
     tables = _DeviceTables(global_step, next_lr, applied, groups, program, plateau, group_values, generation,
                            stepped_tables, history)
-    native_backend.run(tables, [b for b in buckets if b.entries], kind, num_groups, grad_scale, found_inf, backend)
+    native_backend.run(tables, [b for b in buckets if b.entries], kind, num_groups, grad_scale, found_inf, backend,
+                       clipping)
 
 
 @native_step.register_fake
 def _(params, grads, states, steps, global_step, next_lr, applied, groups, program, plateau, group_values, history,
-      grad_scale, found_inf, entry_info, bucket_info, kind, num_groups, backend, generation) -> None:
+      grad_scale, found_inf, clipping, entry_info, bucket_info, kind, num_groups, backend, generation) -> None:
     return None
 
 
@@ -141,12 +143,14 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
     reference maths, traced)."""
     work = collect(optimizer)
     optimizer._compiled_steps = True
+    clips = optimizer._clip_grads(work, grad_scale)
     for device, ds in optimizer._devices.items():
         buckets = work.get(device, [])
         scale, inf = on_device(grad_scale, device), on_device(found_inf, device)
+        clipping = ds.clipping if clips else None
         backend = backend_of(device)
         if backend == "reference":
-            reference_backend.run(ds, buckets, optimizer.kind, optimizer.param_groups, scale, inf)
+            reference_backend.run(ds, buckets, optimizer.kind, optimizer.param_groups, scale, inf, clipping)
             continue
         params, grads, states, steps, entry_info, bucket_info = [], [], [], [], [], []
         for b, bucket in enumerate(buckets):
@@ -167,5 +171,5 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
             -1 if ds.plateau_schedule is not None else ds.generation
         history = ds.history if ds.history is not None else ds.no_history
         torch.ops.fusedlr.native_step(params, grads, states, steps, ds.step, ds.next_lr, ds.applied, ds.groups,
-                                      ds.program, ds.plateau, ds.group_values, history, scale, inf, entry_info,
+                                      ds.program, ds.plateau, ds.group_values, history, scale, inf, clipping, entry_info,
                                       bucket_info, optimizer.kind, len(optimizer.param_groups), backend, generation)

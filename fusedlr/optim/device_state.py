@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .. import _native
-from . import history, plateau_buffer
+from . import clipping, history, plateau_buffer
 from .buckets import tensor_version
 from .group_tables import HYPER_SCHEDULES, group_lrs_at, hyper_key, pack_groups
 
@@ -39,6 +39,8 @@ class DeviceState:
         self.history_capacity = 0
         #: rings replaced or turned off: a captured CUDA graph may still write them
         self._retired_history: list = []
+        #: with max_grad_norm: this step's clip coefficient and grad norm (clipping.py)
+        self.clipping = clipping.allocate(device)
         #: what the compiled step passes for a ring not kept
         self.no_history = torch.zeros(0, dtype=torch.float64, device=device)
 

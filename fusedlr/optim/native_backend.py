@@ -105,11 +105,11 @@ def _ptr(t: torch.Tensor | None) -> int:
     return t.data_ptr() if t is not None else 0
 
 
-def _step_args(ds: DeviceState, kind: str, num_groups: int, grad_scale, found_inf) -> dict:
+def _step_args(ds: DeviceState, kind: str, num_groups: int, grad_scale, found_inf, clipping=None) -> dict:
     constants = _native.format_constants()
     return dict(groups=ds.groups.data_ptr(), num_groups=num_groups, program=ds.program.data_ptr(),
                 plateau=ds.plateau.data_ptr(), global_step=ds.step.data_ptr(), grad_scale=_ptr(grad_scale),
-                found_inf=_ptr(found_inf), kind=constants.OPTIMIZER_KINDS[kind])
+                found_inf=_ptr(found_inf), clipping=_ptr(clipping), kind=constants.OPTIMIZER_KINDS[kind])
 
 
 def _bucket_args(bucket: Bucket, tables: NativeTables | None) -> dict:
@@ -129,10 +129,12 @@ def _device_step_args(ds: DeviceState, tables: NativeTables | None, last_bucket:
 
 
 def run(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int,
-        grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None, backend: str) -> None:
-    """Update every bucket on ds.device, then advance its schedule step."""
+        grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None, backend: str,
+        clipping: torch.Tensor | None = None) -> None:
+    """Update every bucket on ds.device, then advance its schedule step.
+    ``clipping``: the device's clip coefficient and grad norm (clipping.py), or None."""
     module = _native.module_of(backend)
-    common = _step_args(ds, kind, num_groups, grad_scale, found_inf)
+    common = _step_args(ds, kind, num_groups, grad_scale, found_inf, clipping)
     if backend not in _native.DEVICE_KERNEL_BACKENDS:
         outputs = dict(next_lr=ds.next_lr.data_ptr(), applied=ds.applied.data_ptr(), **_history_args(ds))
         threads = torch.get_num_threads()

@@ -23,16 +23,28 @@ def _commit(target: torch.Tensor, value: torch.Tensor, skip: torch.Tensor | None
     target.copy_(value if skip is None else torch.where(skip, target, value.to(target.dtype)))
 
 
-def _grad(e: Entry, math: torch.dtype, inv_scale: torch.Tensor | None, maximize: bool) -> torch.Tensor:
+def _grad(e: Entry, math: torch.dtype, factor: torch.Tensor | None, maximize: bool) -> torch.Tensor:
     g = e.grad.to(math)
-    if inv_scale is not None:
-        g = g * inv_scale.to(math)
+    if factor is not None:
+        g = g * factor.to(math)
     return -g if maximize else g
 
 
-def _sgd(e: Entry, group: dict, now: dict, bucket: Bucket, inv_scale, skip) -> None:
+def _grad_factor(grad_scale: torch.Tensor | None, clipping: torch.Tensor | None) -> torch.Tensor | None:
+    """What every raw grad is multiplied by (float64, as the kernels' grad_factor):
+    GradScaler's unscale (the float32 reciprocal of its scale) and the clip coefficient."""
+    factor = None
+    if grad_scale is not None:
+        factor = grad_scale.double().reciprocal().float().double().reshape(())
+    if clipping is not None:
+        coefficient = clipping[_native.format_constants().CLIP_COEFFICIENT]
+        factor = coefficient if factor is None else factor * coefficient
+    return factor
+
+
+def _sgd(e: Entry, group: dict, now: dict, bucket: Bucket, factor, skip) -> None:
     math = _math_dtype(bucket.dtype)
-    g = _grad(e, math, inv_scale, bucket.maximize)
+    g = _grad(e, math, factor, bucket.maximize)
     p = e.work.to(math)
     weight_decay, momentum = now["weight_decay"].to(math), now["momentum"].to(math)
     if group["weight_decay"] != 0 or group.get("weight_decay_schedule") is not None:
@@ -49,14 +61,14 @@ def _sgd(e: Entry, group: dict, now: dict, bucket: Bucket, inv_scale, skip) -> N
     _commit(e.work, p + (-now["lr"]).to(math) * g, skip)
 
 
-def _adamw(e: Entry, group: dict, now: dict, bucket: Bucket, inv_scale, skip) -> None:
+def _adamw(e: Entry, group: dict, now: dict, bucket: Bucket, factor, skip) -> None:
     math = _math_dtype(bucket.dtype)
     lr, beta1, beta2 = now["lr"], now["momentum"], group["betas"][1]
     exp_avg, exp_avg_sq, max_exp_avg_sq = e.states
     step = e.step.clamp_min(0).to(torch.float64) + 1  # a negative count reads as 0, as in the kernels
     bias1 = 1 - torch.pow(beta1, step)
     bias2_sqrt = torch.sqrt(1 - torch.pow(beta2, step))
-    g = _grad(e, math, inv_scale, bucket.maximize)
+    g = _grad(e, math, factor, bucket.maximize)
     p = e.work.to(math) * (1 - lr * now["weight_decay"]).to(math)
     m = torch.lerp(exp_avg.to(math), g, (1 - beta1).to(math))
     v = exp_avg_sq.to(math) * beta2 + (1 - beta2) * g * g
@@ -84,22 +96,23 @@ def _count_step(counter: torch.Tensor, applied) -> None:
 
 
 def run(ds: DeviceState, buckets: list[Bucket], kind: str, param_groups: list[dict],
-        grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None) -> None:
+        grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None,
+        clipping: torch.Tensor | None = None) -> None:
     now = _scheduled_values(ds, kind, param_groups)
-    # GradScaler unscales by the float32 reciprocal of its scale
-    inv_scale = None if grad_scale is None else grad_scale.double().reciprocal().float().reshape(())
+    factor = _grad_factor(grad_scale, clipping)
     skip = None if found_inf is None else (found_inf.reshape(()) != 0)
     not_skipped = 1 if skip is None else (~skip).to(torch.int64)
     update = _sgd if kind == "sgd" else _adamw
     for bucket in buckets:
         for e in bucket.entries:
-            update(e, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket, inv_scale, skip)
+            update(e, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket, factor, skip)
             _count_step(e.step, not_skipped)
             e.note_step_written()
         bucket.write_back()
     if ds.history is not None:
-        history.record(ds.history, ds.history_capacity, ds.step, now["lr"],
-                       torch.ones((), dtype=torch.bool, device=ds.device) if skip is None else ~skip)
+        applied = torch.ones((), dtype=torch.bool, device=ds.device) if skip is None else ~skip
+        grad_norm = None if clipping is None else clipping[_native.format_constants().CLIP_GRAD_NORM]
+        history.record(ds.history, ds.history_capacity, ds.step, now["lr"], applied, grad_norm)
     _count_step(ds.step, not_skipped)
     ds.note_own_write()
     if skip is None:

@@ -24,6 +24,12 @@ class SGD(FusedOptimizer):
     ``momentum`` / ``weight_decay`` the same way, from the same step counter
     (e.g. ``one_cycle_momentum(...)``, ``from_torch(one_cycle, "momentum")``;
     the lr schedule itself to keep weight decay proportional to the lr).
+    ``max_grad_norm`` (None: off) clips the global ``norm_type`` norm of all
+    grads of the step, as ``torch.nn.utils.clip_grad_norm_(params,
+    max_grad_norm, norm_type)`` before the step would (after GradScaler's
+    unscale), fused into it: the norm in one multi-tensor pass, the clip
+    factor applied by the update as it reads each grad (the grads are left as
+    they are), no host sync; ``opt.last_grad_norm`` holds the norm measured.
     ``backend``: None picks the native kernel of the params' device (else the
     pure-PyTorch reference); "reference", "cpu" or "cuda" force one.
     ``foreach``/``fused`` are accepted for compatibility and ignored (always fused);
@@ -36,13 +42,13 @@ class SGD(FusedOptimizer):
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  schedule=None, momentum_schedule=None, weight_decay_schedule=None, backend: str | None = None,
-                 foreach=None, differentiable: bool = False, fused=None):
+                 max_grad_norm: float | None = None, norm_type: float = 2.0, foreach=None, differentiable: bool = False, fused=None):
         check_torch_flags(differentiable)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, schedule=schedule,
                         momentum_schedule=momentum_schedule, weight_decay_schedule=weight_decay_schedule)
         self.check_group(defaults)
-        super().__init__(params, defaults, backend)
+        super().__init__(params, defaults, backend, max_grad_norm, norm_type)
 
     def check_group(self, group: dict) -> None:
         group["lr"] = check.nonnegative("lr", _number(group["lr"]))

@@ -112,6 +112,8 @@ bool run(Case<T> device_case) {
   std::vector<double> history(kHistoryHeader + 3 * (kHistoryLrs + 1));  // a ring of 3 steps, written by the last block
   a.history = history.data();
   history[kHistoryCapacity] = 3;
+  const double clipping[kClippingFields] = {0.5, 7.0};  // grads halved by clipping, the norm recorded
+  a.clipping = clipping;
   if (!cuda::step(0, nullptr, a, kPrepare).empty()) return false;
   for (int s = 0; s < kSteps; ++s) {
     found_inf = s == kSkippedStep ? 1.0f : 0.0f;
@@ -128,15 +130,15 @@ bool run(Case<T> device_case) {
       for (int64_t i = 0; i < serial.sizes[t]; ++i) {
         if (serial.kind == kSGD) {
           const SgdScalars<M> sc = sgd_scalars<M>(row);
-          if (serial.flag) sgd_element<true>(sc, (M)1, serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i);
-          else sgd_element<false>(sc, (M)1, serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i);
+          if (serial.flag) sgd_element<true>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i);
+          else sgd_element<false>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i);
         } else {
           const AdamWScalars<M> sc = adamw_scalars<M>(row);
           if (serial.flag)
-            adamw_element<true>(sc, (M)1, serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
+            adamw_element<true>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
                                 serial.tensor(t, 3), serial.tensor(t, 4), i);
           else
-            adamw_element<false>(sc, (M)1, serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
+            adamw_element<false>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
                                  serial.tensor(t, 3), serial.tensor(t, 4), i);
         }
       }
@@ -149,7 +151,8 @@ bool run(Case<T> device_case) {
   for (int s = kSteps - 3; s < kSteps; ++s) {
     const double* row = history.data() + kHistoryHeader + (s % 3) * (kHistoryLrs + 1);
     const int64_t step = s > kSkippedStep ? s - 1 : s;  // the skipped step is not counted
-    same = same && row[kHistoryStep] == (double)step && row[kHistoryApplied] == (s == kSkippedStep ? 0.0 : 1.0);
+    same = same && row[kHistoryStep] == (double)step && row[kHistoryApplied] == (s == kSkippedStep ? 0.0 : 1.0) &&
+           row[kHistoryGradNorm] == clipping[kClipGradNorm];
   }
   for (int64_t t = 0; t < n; ++t) {
     same = same && device_case.counts[t] == serial.counts[t];
