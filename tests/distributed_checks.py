@@ -5,6 +5,7 @@ the checkpoints are left beside OUT.json). Each check compares a fusedlr optimiz
 scheduler on the same sharded run, or expects a clear error; the results
 (check name -> None or the failure) go to OUT.json from rank 0."""
 import json
+import math
 import os
 import sys
 import traceback
@@ -98,6 +99,32 @@ def check_placements(placement, backend):
         t_opt.step()
         f_opt.step()
         sched.step()
+    assert _max_error(params_a, params_b) < 1e-5
+
+
+def check_clipping(layout, norm_type, backend):
+    """max_grad_norm on sharded params: the global norm (over every rank's
+    shards), as torch's clip_grad_norm_ gives on the same sharded run."""
+    import fusedlr
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+    if layout == "fsdp2":
+        model_a, model_b = _sharded_model(0), _sharded_model(0)
+        params_a, params_b = list(model_a.parameters()), list(model_b.parameters())
+    else:  # a 2-D mesh (data x model): replicated over one dim, sharded over the other
+        choice = lambda ndim: [Replicate(), Shard(0)]  # noqa: E731
+        params_a, params_b = _dtensor_params(choice, 0, (1, WORLD)), _dtensor_params(choice, 0, (1, WORLD))
+    t_opt = torch.optim.AdamW(params_a, lr=0.05)
+    f_opt = fusedlr.AdamW(params_b, lr=0.05, backend=backend, max_grad_norm=0.05, norm_type=norm_type)
+    for step in range(STEPS):
+        gen = torch.Generator().manual_seed(300 + step)
+        for a, b in zip(params_a, params_b):
+            g = distribute_tensor(torch.randn(a.shape, generator=gen), a.device_mesh, a.placements)
+            a.grad, b.grad = g, g.clone()
+        expected = torch.nn.utils.clip_grad_norm_(params_a, 0.05, norm_type).full_tensor()
+        t_opt.step()
+        f_opt.step()
+        norm = f_opt.last_grad_norm
+        assert abs(float(norm) - float(expected)) <= 1e-6 * float(expected), (float(norm), float(expected))
     assert _max_error(params_a, params_b) < 1e-5
 
 
@@ -279,6 +306,9 @@ def checks(backends):
             names[f"fsdp2-{kind}-{backend}"] = (WORLD, check_fsdp2, kind, backend)
         for placement in ("Shard(0)", "Shard(1)", "Replicate", "2d-Replicate-Shard(0)"):
             names[f"dtensor-{placement}-{backend}"] = (WORLD, check_placements, placement, backend)
+        # (torch has no inf norm of FSDP2's empty bias shard)
+        for layout, norm_type in (("fsdp2", 2.0), ("2d-Replicate-Shard(0)", 2.0), ("2d-Replicate-Shard(0)", math.inf)):
+            names[f"clipping-{layout}-norm{norm_type:g}-{backend}"] = (WORLD, check_clipping, layout, norm_type, backend)
         names[f"grad-placement-refused-{backend}"] = (WORLD, check_grad_placement_refused, backend)
         names[f"dtensor-grad-on-plain-param-{backend}"] = (WORLD, check_dtensor_grad_on_plain_param_refused, backend)
         names[f"dcp-resume-{backend}"] = (WORLD, check_dcp_resume, backend)

@@ -70,17 +70,19 @@ def total_norm(work: dict, norm_type: float, grad_scale: torch.Tensor | None, fi
     for buckets in work.values():
         for bucket in buckets:
             for e in bucket.entries:
-                if e.grad.numel() == 0:  # adds nothing (and _foreach_norm has no inf norm of nothing)
-                    continue
+                # (a sharding's reduction runs on every rank, even one whose shards are all empty)
                 groups = plain if e.sharding is None else sharded.setdefault(e.sharding, {})
-                groups.setdefault((e.grad.device, e.grad.dtype), []).append(e.grad)
+                if e.grad.numel():  # an empty one adds nothing (and _foreach_norm has no inf norm of nothing)
+                    groups.setdefault((e.grad.device, e.grad.dtype), []).append(e.grad)
     accumulate = torch.float64 if any(dtype == torch.float64 for buckets in work.values()
                                       for dtype in (b.dtype for b in buckets)) else torch.float32
     inv_scale = None if grad_scale is None else grad_scale.double().reciprocal().float().reshape(())
     norms = _tensor_norms(plain, norm_type, accumulate, inv_scale, first)
     for (mesh, placements), groups in sharded.items():
         local = _tensor_norms(groups, norm_type, accumulate, inv_scale, first)
-        norms.append(_mesh_norm(torch.linalg.vector_norm(torch.stack(local), norm_type), mesh, placements, norm_type))
+        local = torch.linalg.vector_norm(torch.stack(local), norm_type) if local else \
+            torch.zeros((), dtype=accumulate, device=first)
+        norms.append(_mesh_norm(local, mesh, placements, norm_type))
     if not norms:
         return torch.zeros((), dtype=accumulate, device=first)
     return torch.linalg.vector_norm(torch.stack(norms), norm_type)
