@@ -35,6 +35,18 @@ def test_quick_run_writes_a_well_formed_json(tmp_path, capsys):
         assert baseline["speedup_vs_baseline"] == 1.0
 
 
+def test_clipped_races_beside_unclipped_ones(tmp_path):
+    assert cli.main(["--quick", "--device", "cpu", "--preset", "tiny-1000", "--steps", "1", "--warmup", "1",
+                     "--clip", "none", "0.5", "--contender", "fusedlr eager", "--out", str(tmp_path), "--name", "c",
+                     "--no-plot"]) == 0
+    runs = json.loads((tmp_path / "c.json").read_text())["runs"]
+    assert [run["max_grad_norm"] for run in runs] == [None, 0.5]
+    for run in runs:
+        for r in run["results"]:
+            # fp32 AdamW keeps exp_avg and exp_avg_sq: 8 bytes per element, plus the step counters
+            assert 8 <= r["state_bytes_per_param"] < 8.1, r
+
+
 def test_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     assert cli.main(["--quick", "--device", "cpu", "--preset", "large", "--steps", "1", "--warmup", "0",
@@ -66,3 +78,9 @@ def test_bad_shapes_file_is_refused(tmp_path):
 def test_bad_arguments_are_refused_by_name(argv, message):
     with pytest.raises(SystemExit, match=message):
         cli.main(["--quick", "--device", "cpu", *argv])
+
+
+def test_a_bad_clip_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--quick", "--device", "cpu", "--clip", "-1"])
+    assert "MAX_NORM must be > 0" in capsys.readouterr().err

@@ -182,3 +182,70 @@ def test_plot_history_writes_a_png(tmp_path):
     fusedlr.plot_history(opt.history(), tmp_path / "lr.png", schedule=schedule, base_lrs=[0.5])
     with open(tmp_path / "lr.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_clipped_grad_norm_is_recorded_with_each_step(backend):
+    """With max_grad_norm the ring holds each step's grad norm (torch's
+    get_total_norm of the same grads): also on a skipped step, 0 on a step
+    without grads; NaN in every row without clipping."""
+    device = device_for(backend)
+    gen = torch.Generator().manual_seed(3)
+    params = [torch.nn.Parameter(torch.randn(4, 3, generator=gen).to(device)) for _ in range(2)]
+    opt = fusedlr.SGD(params, lr=0.1, max_grad_norm=0.5, backend=backend)
+    opt.enable_history(8)
+    expected = []
+    for step in range(5):
+        grads = [torch.randn(4, 3, generator=gen) for _ in params]
+        for p, g in zip(params, grads):
+            p.grad = None if step == 2 else g.to(device)
+        expected.append(0.0 if step == 2 else float(torch.nn.utils.get_total_norm(grads)))
+        if step == 3:
+            opt.grad_scale = torch.ones(1, device=device)
+            opt.found_inf = torch.ones(1, device=device)
+        opt.step()
+        opt.__dict__.pop("grad_scale", None)
+        opt.__dict__.pop("found_inf", None)
+    history = opt.history()
+    assert history["applied"].tolist() == [True, True, True, False, True]
+    assert history["grad_norm"].tolist() == pytest.approx(expected, rel=1e-6)
+    unclipped, _ = _run(backend)
+    assert torch.isnan(unclipped["grad_norm"]).all()
+
+
+def _records_with_norms():
+    return {"step": torch.tensor([0, 1, 1]), "applied": torch.tensor([True, False, True]),
+            "grad_norm": torch.tensor([2.5, float("inf"), float("nan")], dtype=torch.float64),
+            "lr": torch.tensor([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], dtype=torch.float64)}
+
+
+def test_log_history_to_a_lightning_logger(tmp_path):
+    pytest.importorskip("pytorch_lightning")
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+    logger = CSVLogger(str(tmp_path), name="run")
+    fusedlr.log_history(logger, _records_with_norms())
+    logger.save()
+    rows = list(csv.DictReader(open(f"{logger.log_dir}/metrics.csv")))
+    by_step = {}
+    for row in rows:
+        by_step.setdefault(int(row["step"]), {}).update({k: float(v) for k, v in row.items() if v and k != "step"})
+    assert by_step == {0: {"lr/group0": 0.1, "lr/group1": 0.2, "grad_norm": 2.5},
+                       1: {"lr/skipped": 1.0, "lr/group0": 0.5, "lr/group1": 0.6}}
+
+
+def test_log_history_to_an_accelerate_style_logger_and_a_refusal():
+    class Tracker:  # accelerate's Accelerator.log(values, step=) and wandb's run.log
+        def __init__(self):
+            self.calls = []
+
+        def log(self, values, step=None):
+            self.calls.append((values, step))
+
+    tracker = Tracker()
+    fusedlr.log_history(tracker, _records_with_norms(), tag="learning_rate", grad_norm_tag="train/grad_norm")
+    assert tracker.calls == [({"learning_rate/group0": 0.1, "learning_rate/group1": 0.2, "train/grad_norm": 2.5}, 0),
+                             ({"learning_rate/skipped": 1.0}, 1),
+                             ({"learning_rate/group0": 0.5, "learning_rate/group1": 0.6}, 1)]
+    with pytest.raises(TypeError, match="add_scalar"):
+        fusedlr.log_history(object(), _records_with_norms())

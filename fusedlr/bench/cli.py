@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--module", metavar="PKG.MOD:FACTORY", help="shapes of the params of a torch.nn.Module factory")
     p.add_argument("--optimizer", nargs="+", choices=["adamw", "sgd"], default=["adamw"])
     p.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["fp32"])
+    p.add_argument("--clip", nargs="+", metavar="MAX_NORM", type=_clip_value, default=[None],
+                   help="race with grad-norm clipping: torch runs clip_grad_norm_(params, MAX_NORM) before its step, "
+                        "fusedlr max_grad_norm=MAX_NORM; 'none' races without (default: none)")
     p.add_argument("--steps", type=int, help="timed steps per contender (default 50, --quick 5)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 5, --quick 1)")
     p.add_argument("--contender", nargs="+", metavar="NAME",
@@ -40,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="file stem (default: <device>-<date>[-quick])")
     p.add_argument("--no-plot", action="store_true")
     return p
+
+
+def _clip_value(text: str):
+    if text.lower() == "none":
+        return None
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"MAX_NORM must be > 0 or 'none', got {text}")
+    return value
 
 
 def _workloads(args) -> dict:
@@ -92,10 +104,10 @@ def main(argv=None) -> int:
     if unknown:
         raise SystemExit(f"--contender: unknown {sorted(unknown)}; on {device.type}: {sorted(known)}")
     workloads = _workloads(args)
-    advance, bar = _progress(len(workloads) * len(args.optimizer) * len(args.dtype))
+    advance, bar = _progress(len(workloads) * len(args.optimizer) * len(args.dtype) * len(args.clip))
     try:
         results = run_benchmark(device, workloads, args.optimizer, args.dtype, steps, warmup, args.contender,
-                                advance)
+                                advance, args.clip)
     finally:
         if bar is not None:
             bar.close()

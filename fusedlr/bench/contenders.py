@@ -21,7 +21,7 @@ TOTAL_STEPS, WARMUP_STEPS = 100_000, 1_000
 @dataclass
 class Contender:
     name: str
-    #: build(params, optimizer name) -> (torch.optim.Optimizer, step callable)
+    #: build(params, optimizer name, max_grad_norm or None) -> (torch.optim.Optimizer, step callable)
     build: Callable
     #: the step is a CUDA graph replay (host time is the replay call alone)
     graphed: bool = False
@@ -47,20 +47,29 @@ def _torch_class(optimizer: str):
 def _torch_eager(mode: str):
     flags = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}[mode]
 
-    def build(params, optimizer):
+    def build(params, optimizer, max_grad_norm=None):
         opt = _torch_class(optimizer)(params, **HYPER[optimizer], **flags)
         sched = _torch_warmup_cosine(opt)
+        clip = _clip_grad_norm(params, max_grad_norm)
 
         def step():
+            clip()
             opt.step()
             sched.step()
         return opt, step
     return build
 
 
-def _fusedlr_eager(params, optimizer):
+def _clip_grad_norm(params, max_grad_norm) -> Callable:
+    """What a training loop runs before torch's step: clip_grad_norm_ (or nothing)."""
+    if max_grad_norm is None:
+        return lambda: None
+    return lambda: torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+
+
+def _fusedlr_eager(params, optimizer, max_grad_norm=None):
     cls = fusedlr.AdamW if optimizer == "adamw" else fusedlr.SGD
-    opt = cls(params, **HYPER[optimizer], schedule=fusedlr_warmup_cosine())
+    opt = cls(params, **HYPER[optimizer], schedule=fusedlr_warmup_cosine(), max_grad_norm=max_grad_norm)
     return opt, opt.step
 
 
@@ -78,16 +87,21 @@ def _capture(step: Callable, warmup_steps: int = 3) -> Callable:
     return graph.replay
 
 
-def _fusedlr_graphed(params, optimizer):
-    opt, step = _fusedlr_eager(params, optimizer)
+def _fusedlr_graphed(params, optimizer, max_grad_norm=None):
+    opt, step = _fusedlr_eager(params, optimizer, max_grad_norm)
     return opt, _capture(step)
 
 
-def _torch_fused_capturable_graphed(params, optimizer):
+def _torch_fused_capturable_graphed(params, optimizer, max_grad_norm=None):
     """The best torch does inside a graph: fused + capturable, constant lr (no scheduler)."""
     extra = dict(capturable=True) if optimizer == "adamw" else {}
     opt = _torch_class(optimizer)(params, **HYPER[optimizer], fused=True, **extra)
-    return opt, _capture(opt.step)
+    clip = _clip_grad_norm(params, max_grad_norm)
+
+    def step():
+        clip()
+        opt.step()
+    return opt, _capture(step)
 
 
 def contenders(device: torch.device) -> list[Contender]:

@@ -15,9 +15,9 @@ def table(results: dict) -> str:
     lines = [f"{meta['device_name']} ({meta['device']}), torch {meta['torch']}, {meta['threads']} threads, "
              f"{meta['date']}"]
     header = (f"  {'contender':42s} {'device ms':>10s} {'host ms':>9s} {'launch':>6s} {'GB/s':>7s} "
-              f"{'% copy':>6s} {'x fused':>7s} {'host x':>6s} {'state MB':>8s}")
+              f"{'% copy':>6s} {'x fused':>7s} {'host x':>6s} {'state MB':>8s} {'B/param':>7s}")
     for run in results["runs"]:
-        lines += ["", f"{run['workload']} / {run['optimizer']} / {run['dtype']}: {run['tensors']} tensors, "
+        lines += ["", f"{_race_name(run)}: {run['tensors']} tensors, "
                       f"{run['numel'] / 1e6:.1f} M elements, {run['bytes_per_step'] / 1e6:.0f} MB per step, "
                       f"copy {run['copy_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s", header]
         for r in run["results"]:
@@ -28,12 +28,20 @@ def table(results: dict) -> str:
                 f"  {r['contender']:42s} {r['device_ms']:10.3f} {r['host_ms']:9.3f} "
                 f"{_fmt(r['launches_per_step'], '6.1f')} {r['achieved_bytes_per_s'] / 1e9:7.1f} "
                 f"{100 * r['fraction_of_copy_bandwidth']:6.1f} {_fmt(r.get('speedup_vs_baseline'), '7.2f')} "
-                f"{_fmt(r.get('host_speedup_vs_baseline'), '6.2f')} {r['state_bytes'] / 1e6:8.1f}")
+                f"{_fmt(r.get('host_speedup_vs_baseline'), '6.2f')} {r['state_bytes'] / 1e6:8.1f} "
+                f"{r['state_bytes_per_param']:7.2f}")
     lines += ["", "GB/s: bytes-per-element model (AdamW 7, SGD-momentum 5 accesses per element) / device time; "
                   "copy: dst.copy_(src) of the workload's size, read + write, in the same rounds",
               "x fused / host x: torch fused step time (device / host) divided by the contender's; "
-              ">1 is faster than torch fused"]
+              ">1 is faster than torch fused",
+              "B/param: optimizer state bytes per param element (step counters included); "
+              "clip N: torch contenders run clip_grad_norm_(params, N) before their step, fusedlr max_grad_norm=N"]
     return "\n".join(lines)
+
+
+def _race_name(run: dict) -> str:
+    clip = run.get("max_grad_norm")
+    return f"{run['workload']} / {run['optimizer']} / {run['dtype']}" + ("" if clip is None else f" / clip {clip:g}")
 
 
 def write_json(results: dict, path: str) -> str:
@@ -64,7 +72,7 @@ def plot(results: dict, path: str) -> str:
             ax.text(gbps[y], y, f" {100 * r['fraction_of_copy_bandwidth']:.0f}%", va="center", fontsize=8)
         ax.axvline(copy_gbps, color="gray", linestyle="--", linewidth=1)
         ax.invert_yaxis()
-        ax.set_title(f"{run['workload']} / {run['optimizer']} / {run['dtype']}", fontsize=10)
+        ax.set_title(_race_name(run), fontsize=10)
         ax.set_xlabel("GB/s (bytes-per-element model); dashed: copy bandwidth")
     meta = results["meta"]
     fig.suptitle(f"{meta['device_name']}, torch {meta['torch']}, {meta['date'][:10]}", fontsize=10)

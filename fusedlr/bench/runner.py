@@ -54,7 +54,8 @@ def _driver_version() -> str:
         return "unknown"
 
 
-def _race(workload: str, shapes, optimizer: str, dtype: str, device, steps: int, warmup: int, chosen) -> dict:
+def _race(workload: str, shapes, optimizer: str, dtype: str, device, steps: int, warmup: int, chosen,
+          max_grad_norm) -> dict:
     """Every contender on one workload, timed in interleaved rounds so that a noisy
     machine slows all of them alike; the copy probe runs in the same rounds."""
     elements = numel(shapes)
@@ -66,12 +67,13 @@ def _race(workload: str, shapes, optimizer: str, dtype: str, device, steps: int,
         rows.append(row)
         params = make_params(shapes, DTYPES[dtype], device)
         try:
-            opt, step = contender.build(params, optimizer)
+            opt, step = contender.build(params, optimizer, max_grad_norm)
             row["peak_bytes"] = warm_up(step, device, warmup)
         except (RuntimeError, ValueError, TypeError) as exc:  # e.g. a torch mode without this dtype/device
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             continue
-        row.update(state_bytes=state_bytes(opt), device_ms_all=[], host_ms_all=[])
+        row.update(state_bytes=state_bytes(opt), state_bytes_per_param=state_bytes(opt) / max(elements, 1),
+                   device_ms_all=[], host_ms_all=[])
         live.append((row, step))
     probe = CopyProbe(device, elements * element_size)
     copy_ms = []
@@ -98,14 +100,16 @@ def _race(workload: str, shapes, optimizer: str, dtype: str, device, steps: int,
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return dict(workload=workload, optimizer=optimizer, dtype=dtype, tensors=len(shapes), numel=elements,
+    return dict(workload=workload, optimizer=optimizer, dtype=dtype, max_grad_norm=max_grad_norm,
+                tensors=len(shapes), numel=elements,
                 bytes_per_step=bytes_per_step, copy_bandwidth_bytes_per_s=copy_bps, results=rows)
 
 
 def run_benchmark(device: torch.device, workloads: dict, optimizers, dtypes, steps: int, warmup: int,
-                  only=None, progress=None) -> dict:
+                  only=None, progress=None, clips=(None,)) -> dict:
     """Every figure of every race, as a JSON-ready dict. ``only``: contender names to keep;
-    ``progress(description)`` is called after each race."""
+    ``progress(description)`` is called after each race; ``clips``: the max_grad_norm
+    of each race (None: no clipping; else torch contenders run clip_grad_norm_ first)."""
     chosen = [c for c in C.contenders(device) if not only or c.name in only]
     if not any(c.baseline for c in chosen):
         chosen = [c for c in C.contenders(device) if c.baseline] + chosen  # ratios need the baseline
@@ -113,9 +117,10 @@ def run_benchmark(device: torch.device, workloads: dict, optimizers, dtypes, ste
     for workload, shapes in workloads.items():
         for optimizer in optimizers:
             for dtype in dtypes:
-                runs.append(_race(workload, shapes, optimizer, dtype, device, steps, warmup, chosen))
-                if progress:
-                    progress(f"{workload} {optimizer} {dtype}")
+                for clip in clips:
+                    runs.append(_race(workload, shapes, optimizer, dtype, device, steps, warmup, chosen, clip))
+                    if progress:
+                        progress(f"{workload} {optimizer} {dtype}" + ("" if clip is None else f" clip {clip:g}"))
     meta = machine_info(device)
     meta.update(steps=steps, warmup=warmup, schedule="warmup-cosine (torch: SequentialLR(LinearLR, CosineAnnealingLR))")
     return dict(meta=meta, runs=runs)
