@@ -40,46 +40,30 @@ PYBIND11_MODULE(_C, m) {
       "Evaluate a packed schedule: out[i, g] = lr(steps[i]) for group g (addresses "
       "of contiguous float64/int64 CPU buffers).");
 
+  fusedlr::bind_step_args(m);
+
   m.def(
       "update",
-      [](std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups, int64_t num_groups,
-         std::uintptr_t program, std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale,
-         std::uintptr_t found_inf, std::uintptr_t clipping, int kind, int dtype, bool maximize, bool nesterov,
-         bool amsgrad, int num_threads) {
-        const fusedlr::StepArgs a = fusedlr::make_step_args(
-            tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
-            found_inf, clipping, kind, dtype, maximize, nesterov, amsgrad);
+      [](const fusedlr::StepArgs& a, int num_threads) {
         py::gil_scoped_release no_gil;
         fusedlr::cpu::update(a, num_threads);
       },
-      FUSEDLR_STEP_ARG_NAMES, py::arg("num_threads"),
+      py::arg("args"), py::arg("num_threads"),
       "Update one bucket's tensors (tables described by TENSOR_FIELDS/GROUP_FIELDS).");
 
   m.def(
-      "finish",
-      [](std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups, int64_t num_groups,
-         std::uintptr_t program, std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale,
-         std::uintptr_t found_inf, std::uintptr_t clipping, int kind, int dtype, bool maximize, bool nesterov,
-         bool amsgrad, bool advance, std::uintptr_t next_lr, std::uintptr_t applied, std::uintptr_t history) {
-        const fusedlr::StepArgs a = fusedlr::make_step_args(
-            tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
-            found_inf, clipping, kind, dtype, maximize, nesterov, amsgrad, 0, 0, 0, 0, false, history);
-        fusedlr::cpu::finish(a, advance, reinterpret_cast<double*>(next_lr), reinterpret_cast<bool*>(applied));
-      },
-      FUSEDLR_STEP_ARG_NAMES, py::arg("advance"), py::arg("next_lr"), py::arg("applied"), py::arg("history"),
+      "finish", [](const fusedlr::StepArgs& a, bool advance) { fusedlr::cpu::finish(a, advance); },
+      py::arg("args"), py::arg("advance"),
       "Count the update in each tensor's step; with advance, record the step in the history ring "
-      "(history: 0 when not kept), step the schedule, write each group's next lr and whether the step "
-      "was applied (a bool).");
+      "(args.history: 0 when not kept), step the schedule, write each group's next lr (args.next_lr) and "
+      "whether the step was applied (args.applied, a bool).");
 
   m.def(
       "plateau_report",
-      [](std::uintptr_t groups, int64_t num_groups, std::uintptr_t program, std::uintptr_t plateau,
-         std::uintptr_t global_step, std::uintptr_t metric, std::uintptr_t next_lr) {
-        const fusedlr::StepArgs a = fusedlr::make_step_args(0, 0, groups, num_groups, program, plateau,
-                                                            global_step, 0, 0, 0, 0, 0, false, false, false);
-        fusedlr::report_plateau(a, as_ptr<double>(plateau), *as_ptr<const double>(metric), as_ptr<double>(next_lr));
+      [](const fusedlr::StepArgs& a, std::uintptr_t metric) {
+        fusedlr::report_plateau(a, const_cast<double*>(a.plateau), *as_ptr<const double>(metric), a.next_lr);
       },
-      py::arg("groups"), py::arg("num_groups"), py::arg("program"), py::arg("plateau"), py::arg("global_step"),
-      py::arg("metric"), py::arg("next_lr"),
-      "One ReduceLROnPlateau step on the plateau buffer (float64 metric), then the groups' next lrs.");
+      py::arg("args"), py::arg("metric"),
+      "One ReduceLROnPlateau step on args.plateau (metric: address of a float64), then the groups' next lrs "
+      "into args.next_lr.");
 }

@@ -72,47 +72,29 @@ PYBIND11_MODULE(FUSEDLR_MODULE, m) {
       "CPU version).");
 #endif
 
+  fusedlr::bind_step_args(m);
+
   m.def(
       "update",
-      [](int device, std::uintptr_t stream, std::uintptr_t tensors, int64_t num_tensors,
-         std::uintptr_t groups, int64_t num_groups, std::uintptr_t program,
-         std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
-         std::uintptr_t clipping, int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, std::uintptr_t scalars,
-         std::uintptr_t group_values, std::uintptr_t next_lr, std::uintptr_t applied, bool last_bucket,
-         std::uintptr_t history,
-         std::uintptr_t chunks, int64_t num_chunks, int64_t chunk_size, std::uintptr_t blocks_done) {
-        const fusedlr::StepArgs a = fusedlr::make_step_args(
-            tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
-            found_inf, clipping, kind, dtype, maximize, nesterov, amsgrad, scalars, group_values, next_lr, applied,
-            last_bucket, history);
+      [](int device, std::uintptr_t stream, const fusedlr::StepArgs& a, std::uintptr_t chunks, int64_t num_chunks,
+         int64_t chunk_size, std::uintptr_t blocks_done) {
         py::gil_scoped_release no_gil;
         check(fusedlr::cuda::update(device, as_ptr<void>(stream), a, as_ptr<const int64_t>(chunks),
                                     num_chunks, chunk_size, as_ptr<unsigned int>(blocks_done)),
               "fusedlr CUDA update kernel");
       },
-      py::arg("device"), py::arg("stream"), FUSEDLR_STEP_ARG_NAMES, FUSEDLR_DEVICE_STEP_ARG_NAMES,
-      py::arg("chunks"), py::arg("num_chunks"), py::arg("chunk_size"), py::arg("blocks_done"),
+      py::arg("device"), py::arg("stream"), py::arg("args"), py::arg("chunks"), py::arg("num_chunks"),
+      py::arg("chunk_size"), py::arg("blocks_done"),
       "Enqueue one bucket's update (one launch): `chunks` holds (tensor, first element) int64 pairs, "
       "`blocks_done` a uint32 that is 0 between launches.");
 
   m.def(
       "step",
-      [](int device, std::uintptr_t stream, std::uintptr_t tensors, int64_t num_tensors,
-         std::uintptr_t groups, int64_t num_groups, std::uintptr_t program,
-         std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t grad_scale, std::uintptr_t found_inf,
-         std::uintptr_t clipping, int kind, int dtype, bool maximize, bool nesterov, bool amsgrad, std::uintptr_t scalars,
-         std::uintptr_t group_values, std::uintptr_t next_lr, std::uintptr_t applied, bool last_bucket,
-         std::uintptr_t history,
-         int mode) {
-        const fusedlr::StepArgs a = fusedlr::make_step_args(
-            tensors, num_tensors, groups, num_groups, program, plateau, global_step, grad_scale,
-            found_inf, clipping, kind, dtype, maximize, nesterov, amsgrad, scalars, group_values, next_lr, applied,
-            last_bucket, history);
+      [](int device, std::uintptr_t stream, const fusedlr::StepArgs& a, int mode) {
         py::gil_scoped_release no_gil;
         check(fusedlr::cuda::step(device, as_ptr<void>(stream), a, mode), "fusedlr CUDA step kernel");
       },
-      py::arg("device"), py::arg("stream"), FUSEDLR_STEP_ARG_NAMES, FUSEDLR_DEVICE_STEP_ARG_NAMES,
-      py::arg("mode"),
+      py::arg("device"), py::arg("stream"), py::arg("args"), py::arg("mode"),
       "Enqueue the one-block step kernel: mode PREPARE (write the tensors' scalars for an update at the "
       "current step) or END_STEP (advance a step in which no param had a grad).");
   m.attr("PREPARE") = int(fusedlr::kPrepare);
@@ -120,20 +102,15 @@ PYBIND11_MODULE(FUSEDLR_MODULE, m) {
 
   m.def(
       "plateau_report",
-      [](int device, std::uintptr_t stream, std::uintptr_t groups, int64_t num_groups,
-         std::uintptr_t program, std::uintptr_t plateau, std::uintptr_t global_step, std::uintptr_t metric,
-         double metric_value, std::uintptr_t next_lr) {
-        const fusedlr::StepArgs a = fusedlr::make_step_args(0, 0, groups, num_groups, program, plateau,
-                                                            global_step, 0, 0, 0, 0, 0, false, false, false);
+      [](int device, std::uintptr_t stream, const fusedlr::StepArgs& a, std::uintptr_t metric, double metric_value) {
         py::gil_scoped_release no_gil;
         check(fusedlr::cuda::plateau_report(device, as_ptr<void>(stream), a, as_ptr<const double>(metric),
-                                            metric_value, as_ptr<double>(next_lr)),
+                                            metric_value),
               "fusedlr CUDA plateau kernel");
       },
-      py::arg("device"), py::arg("stream"), py::arg("groups"), py::arg("num_groups"), py::arg("program"),
-      py::arg("plateau"), py::arg("global_step"), py::arg("metric"), py::arg("metric_value"), py::arg("next_lr"),
-      "Enqueue the plateau report kernel (metric: address of a float64 on the device, or 0 to pass "
-      "metric_value as a kernel argument).");
+      py::arg("device"), py::arg("stream"), py::arg("args"), py::arg("metric"), py::arg("metric_value"),
+      "Enqueue the plateau report kernel on args.plateau and args.next_lr (metric: address of a float64 on the "
+      "device, or 0 to pass metric_value as a kernel argument).");
 
   m.def(
       "write_column",

@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <string>
+#include <type_traits>
 
 #include "fusedlr/plateau.h"
 #include "fusedlr/step_layout.h"
@@ -11,53 +13,50 @@
 
 namespace fusedlr {
 
-inline StepArgs make_step_args(std::uintptr_t tensors, int64_t num_tensors, std::uintptr_t groups,
-                               int64_t num_groups, std::uintptr_t program, std::uintptr_t plateau,
-                               std::uintptr_t global_step, std::uintptr_t grad_scale,
-                               std::uintptr_t found_inf, std::uintptr_t clipping, int kind, int dtype, bool maximize,
-                               bool nesterov, bool amsgrad, std::uintptr_t scalars = 0,
-                               std::uintptr_t group_values = 0, std::uintptr_t next_lr = 0,
-                               std::uintptr_t applied = 0, bool last_bucket = false,
-                               std::uintptr_t history = 0) {
-  StepArgs a;
-  a.tensors = reinterpret_cast<const int64_t*>(tensors);
-  a.num_tensors = num_tensors;
-  a.groups = reinterpret_cast<const double*>(groups);
-  a.num_groups = num_groups;
-  a.program = reinterpret_cast<const double*>(program);
-  a.plateau = reinterpret_cast<const double*>(plateau);
-  a.global_step = reinterpret_cast<int64_t*>(global_step);
-  a.grad_scale = reinterpret_cast<const float*>(grad_scale);
-  a.found_inf = reinterpret_cast<const float*>(found_inf);
-  a.clipping = reinterpret_cast<const double*>(clipping);
-  a.kind = kind;
-  a.dtype = dtype;
-  a.maximize = maximize;
-  a.nesterov = nesterov;
-  a.amsgrad = amsgrad;
-  a.scalars = reinterpret_cast<double*>(scalars);
-  a.group_values = reinterpret_cast<double*>(group_values);
-  a.next_lr = reinterpret_cast<double*>(next_lr);
-  a.applied = reinterpret_cast<bool*>(applied);
-  a.last_bucket = last_bucket;
-  a.history = reinterpret_cast<double*>(history);
+// StepArgs cross the binding as one object, built by `step_args(**fields)`
+// from the field names of FUSEDLR_STEP_ARGS (addresses as integers; fields
+// not given are 0 / null / false).
+namespace detail {
+
+template <typename T>
+void set_step_arg(T& field, pybind11::handle value) {
+  if constexpr (std::is_pointer_v<T>)
+    field = reinterpret_cast<T>(value.cast<std::uintptr_t>());
+  else
+    field = value.cast<T>();
+}
+
+inline StepArgs step_args_from(const pybind11::kwargs& fields) {
+  StepArgs a{};
+  for (auto item : fields) {
+    const std::string name = item.first.cast<std::string>();
+    bool known = false;
+#define FUSEDLR_SET_STEP_ARG(type, field)     \
+  if (!known && name == #field) {             \
+    set_step_arg(a.field, item.second);       \
+    known = true;                             \
+  }
+    FUSEDLR_STEP_ARGS(FUSEDLR_SET_STEP_ARG)
+#undef FUSEDLR_SET_STEP_ARG
+    if (!known) throw pybind11::type_error("step_args: unknown field " + name);
+  }
   return a;
 }
 
-// Python keyword names of make_step_args' first fifteen parameters, in order.
-#define FUSEDLR_STEP_ARG_NAMES                                                              \
-  pybind11::arg("tensors"), pybind11::arg("num_tensors"), pybind11::arg("groups"),          \
-      pybind11::arg("num_groups"), pybind11::arg("program"), pybind11::arg("plateau"), \
-      pybind11::arg("global_step"), \
-      pybind11::arg("grad_scale"), pybind11::arg("found_inf"), pybind11::arg("clipping"), \
-      pybind11::arg("kind"), \
-      pybind11::arg("dtype"), pybind11::arg("maximize"), pybind11::arg("nesterov"),         \
-      pybind11::arg("amsgrad")
+}  // namespace detail
 
-// ... and of the rest (the device step's tables).
-#define FUSEDLR_DEVICE_STEP_ARG_NAMES                                                         \
-  pybind11::arg("scalars"), pybind11::arg("group_values"), pybind11::arg("next_lr"),         \
-      pybind11::arg("applied"), pybind11::arg("last_bucket"), pybind11::arg("history")
+inline void bind_step_args(pybind11::module_& m) {
+  // module_local: each binding module (CPU, CUDA, emulated) has its own StepArgs type
+  pybind11::class_<StepArgs>(m, "StepArgs", pybind11::module_local(), "One bucket's step arguments (see step_args).");
+  m.def("step_args", &detail::step_args_from,
+        "StepArgs from keyword fields (tensors, num_tensors, groups, ...: see FUSEDLR_STEP_ARGS in "
+        "fusedlr/step_layout.h); addresses as integers, absent fields 0.");
+  pybind11::list names;
+#define FUSEDLR_NAME_STEP_ARG(type, field) names.append(#field);
+  FUSEDLR_STEP_ARGS(FUSEDLR_NAME_STEP_ARG)
+#undef FUSEDLR_NAME_STEP_ARG
+  m.attr("STEP_ARG_FIELDS") = pybind11::tuple(names);
+}
 
 inline void export_step_layout(pybind11::module_& m) {
   pybind11::dict tensor_fields;
@@ -69,6 +68,7 @@ inline void export_step_layout(pybind11::module_& m) {
   tensor_fields["step"] = int(kStepPtr);
   tensor_fields["numel"] = int(kNumel);
   tensor_fields["group"] = int(kGroup);
+  tensor_fields["param_copy"] = int(kParamCopyPtr);
   m.attr("TENSOR_FIELDS") = tensor_fields;
   m.attr("NUM_TENSOR_FIELDS") = int(kTensorFields);
   pybind11::dict group_fields;

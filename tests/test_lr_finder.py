@@ -84,7 +84,8 @@ def test_restores_model_and_optimizer(backend):
     assert int(opt.step_count) == count and torch.equal(opt.current_lr, lrs)
     assert opt.param_groups[0]["schedule"] is schedule and opt.param_groups[0]["lr"] == 1e-3
     after = opt.history()
-    assert all(torch.equal(after[k], history[k]) for k in history)  # the ramp left no record
+    for k in history:  # the ramp left no record (grad_norm: NaN without clipping)
+        torch.testing.assert_close(after[k], history[k], rtol=0, atol=0, equal_nan=True)
     assert view.get_last_lr() == viewed
 
 

@@ -1,5 +1,7 @@
 #include "optimizer_step.h"
 
+#include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "fusedlr/step_common.h"
@@ -15,17 +17,20 @@ constexpr int64_t kChunk = 1 << 15;
 
 struct Chunk { int64_t tensor, begin, end; };
 
-// always inlined, so each ISA variant below compiles the loops for its own vectors
-template <typename T>
+// always inlined, so each ISA variant below compiles the loops for its own vectors.
+// T: params (their fp32 masters with master weights) and states; G: grads (and,
+// when G is not T, the params written as the masters' rounding).
+template <typename T, typename G = T>
 __attribute__((always_inline)) inline void update_range(const StepArgs& a, const std::vector<GroupValues>& values,
                                                         double factor, const Chunk& c) {
   using M = typename math_type<T>::type;
+  constexpr bool kMaster = !std::is_same<T, G>::value;
   const int64_t* row = a.tensors + c.tensor * kTensorFields;
   const int64_t g = row[kGroup];
   double scalars[kTensorScalarFields];
   tensor_scalars(a.kind, a.groups + g * kGroupFields, values[g], *address_as<int64_t>(row[kStepPtr]), scalars);
   T* param = address_as<T>(row[kParamPtr]);
-  const T* grad = address_as<const T>(row[kGradPtr]);
+  const G* grad = address_as<const G>(row[kGradPtr]);
   T* s0 = address_as<T>(row[kState0Ptr]);
   const M f = (M)factor;
   if (a.kind == kSGD) {
@@ -42,6 +47,10 @@ __attribute__((always_inline)) inline void update_range(const StepArgs& a, const
       for (int64_t i = c.begin; i < c.end; ++i) adamw_element<true>(s, f, param, grad, s0, s1, s2, i);
     else
       for (int64_t i = c.begin; i < c.end; ++i) adamw_element<false>(s, f, param, grad, s0, s1, s2, i);
+  }
+  if (kMaster) {
+    G* copy = address_as<G>(row[kParamCopyPtr]);
+    for (int64_t i = c.begin; i < c.end; ++i) copy_out_element(param, copy, i);
   }
 }
 
@@ -65,6 +74,12 @@ FUSEDLR_CPU_VARIANTS void update_range_f16(const StepArgs& a, const std::vector<
                                            const Chunk& c) { update_range<half_bits>(a, values, f, c); }
 FUSEDLR_CPU_VARIANTS void update_range_bf16(const StepArgs& a, const std::vector<GroupValues>& values, double f,
                                             const Chunk& c) { update_range<bf16_bits>(a, values, f, c); }
+FUSEDLR_CPU_VARIANTS void update_range_f32_f16(const StepArgs& a, const std::vector<GroupValues>& values, double f,
+                                               const Chunk& c) { update_range<float, half_bits>(a, values, f, c); }
+FUSEDLR_CPU_VARIANTS void update_range_f32_bf16(const StepArgs& a, const std::vector<GroupValues>& values,
+                                                double f, const Chunk& c) {
+  update_range<float, bf16_bits>(a, values, f, c);
+}
 
 void update_chunks(RangeUpdate update_range_of_dtype, const StepArgs& a, const std::vector<Chunk>& chunks,
                    int num_threads) {
@@ -86,24 +101,35 @@ void update(const StepArgs& a, int num_threads) {
     for (int64_t begin = 0; begin < numel; begin += kChunk)
       chunks.push_back({t, begin, begin + kChunk < numel ? begin + kChunk : numel});
   }
-  switch (a.dtype) {
-    case kFloat32: update_chunks(update_range_f32, a, chunks, num_threads); break;
-    case kFloat64: update_chunks(update_range_f64, a, chunks, num_threads); break;
-    case kFloat16: update_chunks(update_range_f16, a, chunks, num_threads); break;
-    case kBFloat16: update_chunks(update_range_bf16, a, chunks, num_threads); break;
+  RangeUpdate update_range_of_dtypes = nullptr;
+  if (a.dtype == a.grad_dtype) {
+    switch (a.dtype) {
+      case kFloat32: update_range_of_dtypes = update_range_f32; break;
+      case kFloat64: update_range_of_dtypes = update_range_f64; break;
+      case kFloat16: update_range_of_dtypes = update_range_f16; break;
+      case kBFloat16: update_range_of_dtypes = update_range_bf16; break;
+    }
+  } else if (a.dtype == kFloat32) {  // fp32 master weights
+    update_range_of_dtypes = a.grad_dtype == kFloat16 ? update_range_f32_f16
+                             : a.grad_dtype == kBFloat16 ? update_range_f32_bf16 : nullptr;
   }
+  if (!update_range_of_dtypes)
+    throw std::invalid_argument("unsupported (dtype, grad_dtype) pair: masters must be float32 with float16/bfloat16 "
+                                "grads, else both the same float type");
+  update_chunks(update_range_of_dtypes, a, chunks, num_threads);
 }
 
-void finish(const StepArgs& a, bool advance, double* next_lr, bool* applied) {
+void finish(const StepArgs& a, bool advance) {
   const bool skipped = step_is_skipped(a);
-  if (advance) *applied = !skipped;
+  if (advance) *a.applied = !skipped;
   // next_lr still holds the lrs of the step now ending
-  if (advance && a.history) record_history(a.history, a.num_groups, next_lr, *a.global_step, !skipped, clipped_grad_norm(a));
+  if (advance && a.history) record_history(a.history, a.num_groups, a.next_lr, *a.global_step, !skipped,
+                                           clipped_grad_norm(a));
   if (skipped) return;
   for (int64_t t = 0; t < a.num_tensors; ++t) count_update(a, t);
   if (!advance) return;
   const int64_t step = *a.global_step = count_one_more(*a.global_step);
-  for (int64_t g = 0; g < a.num_groups; ++g) next_lr[g] = group_lr(a, g, step);
+  for (int64_t g = 0; g < a.num_groups; ++g) a.next_lr[g] = group_lr(a, g, step);
 }
 
 }  // namespace cpu

@@ -10,9 +10,10 @@ namespace cpu {
 void update(const StepArgs& a, int num_threads);
 
 // After update(): counts the update in each tensor's step; with `advance`, also
-// advances the schedule step, writes each group's next lr to next_lr and
-// whether this step was applied (not skipped by GradScaler) to *applied.
-void finish(const StepArgs& a, bool advance, double* next_lr, bool* applied);
+// records the step in the history ring, advances the schedule step, writes
+// each group's next lr to a.next_lr and whether this step was applied (not
+// skipped by GradScaler) to *a.applied.
+void finish(const StepArgs& a, bool advance);
 
 }  // namespace cpu
 }  // namespace fusedlr

@@ -13,6 +13,8 @@
 #pragma once
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "fusedlr/step_common.h"
 #include "fusedlr/update_math.h"
 
@@ -32,12 +34,17 @@ struct ChunkArgs {
   unsigned int* blocks_done;  // 0 between launches: the last block resets it
 };
 
-// 16 bytes of T, moved with one 128-bit global load or store.
-template <typename T>
+// N elements of T (16 bytes unless a master-weights grad pack), moved with one
+// 128-bit (or 64-bit) global load or store.
+template <typename T, int N = 16 / sizeof(T)>
 struct Pack {
-  static constexpr int kSize = 16 / sizeof(T);
-  T v[kSize];
+  static constexpr int kSize = N;
+  T v[N];
 };
+
+template <int kBytes> struct VectorOf;
+template <> struct VectorOf<16> { using type = uint4; };
+template <> struct VectorOf<8> { using type = uint2; };
 
 // Element j of a momentum buffer pack (loaded only when the update reads it), for sgd_math.
 template <typename T, typename M>
@@ -48,36 +55,52 @@ struct BufferInPack {
   __device__ __forceinline__ void store(M value) { store_from_math(pack.v, j, value); }
 };
 
-template <typename T>
-__device__ __forceinline__ Pack<T> load_pack(const T* p) {
-  union { uint4 raw; Pack<T> pack; } u;
-  u.raw = __ldcs(reinterpret_cast<const uint4*>(p));  // streamed: read once per step
+template <typename T, int N = 16 / sizeof(T)>
+__device__ __forceinline__ Pack<T, N> load_pack(const T* p) {
+  using V = typename VectorOf<sizeof(T) * N>::type;
+  union { V raw; Pack<T, N> pack; } u;
+  u.raw = __ldcs(reinterpret_cast<const V*>(p));  // streamed: read once per step
   return u.pack;
 }
 
-template <typename T>
-__device__ __forceinline__ void store_pack(T* p, const Pack<T>& value) {
-  union { uint4 raw; Pack<T> pack; } u;
+template <typename T, int N>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, N>& value) {
+  using V = typename VectorOf<sizeof(T) * N>::type;
+  union { V raw; Pack<T, N> pack; } u;
   u.pack = value;
-  __stcs(reinterpret_cast<uint4*>(p), u.raw);
+  __stcs(reinterpret_cast<V*>(p), u.raw);
+}
+
+// With master weights (G, the grads' dtype, is not T): the param pack written
+// as the rounding of the updated master pack.
+template <typename T, typename G, int N>
+__device__ __forceinline__ void store_copy_pack(G* copy, const Pack<T, N>& master) {
+  Pack<G, N> rounded;
+#pragma unroll
+  for (int j = 0; j < N; ++j) store_from_math(rounded.v, j, load_as_math(master.v, j));
+  store_pack(copy, rounded);
 }
 
 // Elements [begin, begin + count) of one tensor, count <= the chunk size (so
 // 32-bit offsets from pointers moved to `begin`: fewer registers in the
-// loops): 16-byte packs when every pointer is 16-byte aligned (the chunk
-// start is a multiple of the pack size), one element at a time for the rest.
-template <typename T, int kKind, bool kFlag>
+// loops): packs of 16 bytes of T when every pointer is 16-byte aligned (the
+// chunk start is a multiple of the pack size), one element at a time for the
+// rest. T: the param (its fp32 master with master weights) and states; G: the
+// grads, and the param written from the master when G is not T.
+template <typename T, typename G, int kKind, bool kFlag>
 __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* row, const double* scalars,
                                              int64_t begin, int count, typename math_type<T>::type factor) {
   using M = typename math_type<T>::type;
+  constexpr bool kMaster = !std::is_same<T, G>::value;
   constexpr int kPack = Pack<T>::kSize;
   T* __restrict__ param = address_as<T>(row[kParamPtr]) + begin;
-  const T* __restrict__ grad = address_as<const T>(row[kGradPtr]) + begin;
+  const G* __restrict__ grad = address_as<const G>(row[kGradPtr]) + begin;
   T* __restrict__ s0 = address_as<T>(row[kState0Ptr]) + begin;
   T* __restrict__ s1 = address_as<T>(row[kState1Ptr]) + begin;
   T* __restrict__ s2 = address_as<T>(row[kState2Ptr]) + begin;
-  const bool aligned =
-      ((row[kParamPtr] | row[kGradPtr] | row[kState0Ptr] | row[kState1Ptr] | row[kState2Ptr]) & 15) == 0;
+  G* __restrict__ copy = address_as<G>(row[kParamCopyPtr]) + begin;
+  const bool aligned = ((row[kParamPtr] | row[kGradPtr] | row[kState0Ptr] | row[kState1Ptr] | row[kState2Ptr] |
+                         row[kParamCopyPtr]) & 15) == 0;
   const int packed_end = aligned ? count / kPack * kPack : 0, end = count;
   const int first = (int)threadIdx.x * kPack, stride = (int)blockDim.x * kPack;
   if (kKind == kSGD) {
@@ -85,7 +108,7 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
     const bool reads_buffer = s.has_momentum && !s.first_update;
     for (int i = first; i < packed_end; i += stride) {
       Pack<T> p = load_pack(param + i), buf = {};
-      const Pack<T> g = load_pack(grad + i);
+      const Pack<G, kPack> g = load_pack<G, kPack>(grad + i);
       if (reads_buffer) buf = load_pack(s0 + i);
 #pragma unroll
       for (int j = 0; j < kPack; ++j) {
@@ -94,14 +117,17 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
       }
       if (s.has_momentum) store_pack(s0 + i, buf);
       store_pack(param + i, p);
+      if (kMaster) store_copy_pack(copy + i, p);
     }
-    for (int i = packed_end + (int)threadIdx.x; i < end; i += (int)blockDim.x)
+    for (int i = packed_end + (int)threadIdx.x; i < end; i += (int)blockDim.x) {
       sgd_element<kFlag>(s, factor, param, grad, s0, i);
+      if (kMaster) copy_out_element(param, copy, i);
+    }
   } else {
     const AdamWScalars<M> s = adamw_scalars<M>(scalars);
     for (int i = first; i < packed_end; i += stride) {
       Pack<T> p = load_pack(param + i), m = load_pack(s0 + i), v = load_pack(s1 + i), vmax = {};
-      const Pack<T> g = load_pack(grad + i);
+      const Pack<G, kPack> g = load_pack<G, kPack>(grad + i);
       if (kFlag) vmax = load_pack(s2 + i);
 #pragma unroll
       for (int j = 0; j < kPack; ++j) {
@@ -117,9 +143,12 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
       store_pack(s1 + i, v);
       if (kFlag) store_pack(s2 + i, vmax);
       store_pack(param + i, p);
+      if (kMaster) store_copy_pack(copy + i, p);
     }
-    for (int i = packed_end + (int)threadIdx.x; i < end; i += (int)blockDim.x)
+    for (int i = packed_end + (int)threadIdx.x; i < end; i += (int)blockDim.x) {
       adamw_element<kFlag>(s, factor, param, grad, s0, s1, s2, i);
+      if (kMaster) copy_out_element(param, copy, i);
+    }
   }
 }
 
@@ -156,7 +185,7 @@ __device__ __forceinline__ void end_step(const StepArgs& a, bool count, bool app
   }
 }
 
-template <typename T, int kKind, bool kFlag>
+template <typename T, typename G, int kKind, bool kFlag>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM) update_kernel(StepArgs a, ChunkArgs c) {
   using M = typename math_type<T>::type;
   const bool applied = !step_is_skipped(a);
@@ -166,7 +195,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM) update_kernel(StepA
       const int64_t t = c.chunks[2 * k], begin = c.chunks[2 * k + 1];
       const int64_t* row = a.tensors + t * kTensorFields;
       const int64_t end = begin + c.chunk_size < row[kNumel] ? begin + c.chunk_size : row[kNumel];
-      update_chunk<T, kKind, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin), factor);
+      update_chunk<T, G, kKind, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin), factor);
     }
   }
   // The last block to finish ends the step: the fences make every block's
@@ -189,9 +218,9 @@ __global__ void __launch_bounds__(kThreads) step_kernel(StepArgs a, int mode) {
   end_step(a, mode == kEndStep, !step_is_skipped(a));
 }
 
-__global__ void plateau_report_kernel(StepArgs a, const double* metric, double metric_value, double* next_lr) {
+__global__ void plateau_report_kernel(StepArgs a, const double* metric, double metric_value) {
   if (blockIdx.x == 0 && threadIdx.x == 0)
-    report_plateau(a, const_cast<double*>(a.plateau), metric ? *metric : metric_value, next_lr);
+    report_plateau(a, const_cast<double*>(a.plateau), metric ? *metric : metric_value, a.next_lr);
 }
 
 // Values per write_column launch: 2 KB of kernel parameters, within the 4 KB limit.

@@ -46,9 +46,9 @@ std::string write_column(int device, void* stream, int64_t* column, int64_t stri
 
 // One ReduceLROnPlateau step on the device plateau buffer (a.plateau, written)
 // with the metric at `metric` (device memory) or, when null, `metric_value`;
-// then the groups' next lrs.
+// then the groups' next lrs (a.next_lr).
 std::string plateau_report(int device, void* stream, const StepArgs& a, const double* metric,
-                           double metric_value, double* next_lr);
+                           double metric_value);
 
 }  // namespace cuda
 }  // namespace fusedlr

@@ -29,6 +29,10 @@ struct alignas(16) uint4 {
   unsigned int x, y, z, w;
 };
 
+struct alignas(8) uint2 {
+  unsigned int x, y;
+};
+
 namespace fusedlr_emulation {
 
 inline thread_local dim3 thread_index, block_index;
@@ -80,3 +84,5 @@ inline unsigned int atomicAdd(unsigned int* address, unsigned int value) {
 }
 inline uint4 __ldcs(const uint4* address) { return *address; }
 inline void __stcs(uint4* address, uint4 value) { *address = value; }
+inline uint2 __ldcs(const uint2* address) { return *address; }
+inline void __stcs(uint2* address, uint2 value) { *address = value; }

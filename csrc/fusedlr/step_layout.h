@@ -10,15 +10,16 @@
 namespace fusedlr {
 
 enum TensorField : int {
-  kParamPtr = 0,   // address of the parameter data
-  kGradPtr = 1,    // address of its gradient (same dtype, same layout)
+  kParamPtr = 0,   // address of the parameter data (its fp32 master copy with master weights)
+  kGradPtr = 1,    // address of its gradient (same layout)
   kState0Ptr = 2,  // SGD: momentum buffer (0 when momentum == 0); AdamW: exp_avg
   kState1Ptr = 3,  // AdamW: exp_avg_sq
   kState2Ptr = 4,  // AdamW: max_exp_avg_sq (0 unless amsgrad)
   kStepPtr = 5,    // int64 updates this parameter has received
   kNumel = 6,
   kGroup = 7,      // index of its param group
-  kTensorFields = 8,
+  kParamCopyPtr = 8,  // with master weights: the param (grad dtype) written as kParamPtr's rounding; else 0
+  kTensorFields = 9,
 };
 
 enum GroupField : int {
@@ -57,36 +58,37 @@ enum StepKernelMode : int {
   kEndStep = 1,  // count a step with no update launch (no param had a grad), then prepare
 };
 
-// Everything one step of one (device, dtype) bucket needs. All pointers live on
-// the bucket's device. grad_scale/found_inf are null without a GradScaler.
+// Everything one step of one bucket needs, as X(type, name) entries: the one
+// list that declares StepArgs and names its fields for Python
+// (step_args_binding.h). All pointers live on the bucket's device.
+#define FUSEDLR_STEP_ARGS(X)                                                                                 \
+  X(const int64_t*, tensors)   /* the tensor table: kTensorFields int64 per tensor */                         \
+  X(int64_t, num_tensors)                                                                                     \
+  X(const double*, groups)     /* the group table: kGroupFields float64 per group */                          \
+  X(int64_t, num_groups)                                                                                      \
+  X(const double*, program)    /* the packed schedules */                                                     \
+  X(const double*, plateau)    /* the optimizer's plateau buffer (plateau.h) */                               \
+  X(int64_t*, global_step)     /* schedule step of this update, advanced by the step's last bucket */         \
+  X(const float*, grad_scale)  /* GradScaler's scale, null without one */                                     \
+  X(const float*, found_inf)   /* GradScaler's inf/nan flag, null without one */                              \
+  X(const double*, clipping)   /* null without max_grad_norm, else kClippingFields values */                  \
+  X(int, kind)                 /* OptimizerKind */                                                            \
+  X(int, dtype)                /* ScalarType of the params the kernels update (masters, if any) and states */ \
+  X(int, grad_dtype)           /* ScalarType of the grads (and of the params written from masters) */        \
+  X(bool, maximize)                                                                                           \
+  X(bool, nesterov)            /* SGD */                                                                      \
+  X(bool, amsgrad)             /* AdamW */                                                                    \
+  X(double*, scalars)          /* CUDA: each tensor's scalars for its coming update (update_math.h), */       \
+  X(double*, group_values)     /* scratch of kGroupValueFields doubles per group for writing them */         \
+  X(double*, next_lr)          /* each group's lr for the next step */                                        \
+  X(bool*, applied)            /* whether the last step was applied */                                        \
+  X(bool, last_bucket)         /* CUDA: this bucket's update is the step's last (it advances the step) */     \
+  X(double*, history)          /* the history ring, null when not kept */
+
+#define FUSEDLR_DECLARE_STEP_ARG(type, name) type name;
 struct StepArgs {
-  const int64_t* tensors;
-  int64_t num_tensors;
-  const double* groups;
-  int64_t num_groups;
-  const double* program;
-  const double* plateau;  // the optimizer's plateau buffer (plateau.h)
-  int64_t* global_step;  // schedule step of this update, advanced by the step's last bucket
-  const float* grad_scale;
-  const float* found_inf;
-  const double* clipping;  // null without max_grad_norm, else kClippingFields values
-  int kind;               // OptimizerKind
-  int dtype;              // ScalarType of params, grads and states
-  bool maximize;
-  bool nesterov;          // SGD
-  bool amsgrad;           // AdamW
-  // CUDA only: the tensors' scalars for their coming update, kTensorScalarFields
-  // doubles per tensor (update_math.h), written once per step on the device,
-  double* scalars;
-  // scratch of kGroupValueFields doubles per group for writing them,
-  double* group_values;
-  // each group's lr for the next step and whether the last step was applied,
-  double* next_lr;
-  bool* applied;
-  // and whether this bucket's update is the step's last (it advances the step).
-  bool last_bucket;
-  // The history ring (null: not kept). CPU and CUDA.
-  double* history;
+  FUSEDLR_STEP_ARGS(FUSEDLR_DECLARE_STEP_ARG)
 };
+#undef FUSEDLR_DECLARE_STEP_ARG
 
 }  // namespace fusedlr

@@ -27,6 +27,8 @@ class Contender:
     graphed: bool = False
     #: the torch fused path every ratio is taken against
     baseline: bool = False
+    #: the param dtypes it races on (None: all)
+    dtypes: tuple | None = None
 
 
 def _torch_warmup_cosine(opt):
@@ -73,6 +75,54 @@ def _fusedlr_eager(params, optimizer, max_grad_norm=None):
     return opt, opt.step
 
 
+HALF = (torch.float16, torch.bfloat16)
+
+
+def _half_only(params) -> None:
+    if params[0].dtype not in HALF:
+        raise ValueError("master weights apply to fp16/bf16 params only")
+
+
+def _fusedlr_master_weights(params, optimizer, max_grad_norm=None):
+    _half_only(params)
+    cls = fusedlr.AdamW if optimizer == "adamw" else fusedlr.SGD
+    opt = cls(params, **HYPER[optimizer], schedule=fusedlr_warmup_cosine(), max_grad_norm=max_grad_norm,
+              master_weights=True)
+    return opt, opt.step
+
+
+class _WithMasters:
+    """A torch optimizer over fp32 masters, with the masters counted as its state."""
+
+    def __init__(self, opt, masters):
+        self.opt, self.masters = opt, masters
+
+    @property
+    def state(self) -> dict:
+        return {**self.opt.state, **{m: {"master": m} for m in self.masters}}
+
+
+def _torch_fused_fp32_masters(params, optimizer, max_grad_norm=None):
+    """What a torch run does for half params with fp32 master weights: torch
+    fused on fp32 copies, the grads cast into theirs, the params written back."""
+    _half_only(params)
+    masters = [p.detach().float() for p in params]
+    for m in masters:
+        m.grad = torch.empty_like(m)
+    opt = _torch_class(optimizer)(masters, **HYPER[optimizer], fused=True)
+    sched = _torch_warmup_cosine(opt)
+    clip = _clip_grad_norm(masters, max_grad_norm)
+
+    @torch.no_grad()
+    def step():
+        torch._foreach_copy_([m.grad for m in masters], [p.grad for p in params])
+        clip()
+        opt.step()
+        sched.step()
+        torch._foreach_copy_(params, masters)
+    return _WithMasters(opt, masters), step
+
+
 def _capture(step: Callable, warmup_steps: int = 3) -> Callable:
     """Run ``step`` a few times on a side stream, capture one call, return the replay."""
     side = torch.cuda.Stream()
@@ -111,6 +161,8 @@ def contenders(device: torch.device) -> list[Contender]:
         Contender("torch foreach + sched", _torch_eager("foreach")),
         Contender("torch fused + sched", _torch_eager("fused"), baseline=True),
         Contender("fusedlr eager", _fusedlr_eager),
+        Contender("torch fused fp32 masters + sched", _torch_fused_fp32_masters, dtypes=HALF),
+        Contender("fusedlr master weights", _fusedlr_master_weights, dtypes=HALF),
     ]
     if device.type == "cuda":
         found += [Contender("torch fused capturable graph (const lr)", _torch_fused_capturable_graphed, graphed=True),

@@ -63,6 +63,8 @@ def _race(workload: str, shapes, optimizer: str, dtype: str, device, steps: int,
     bytes_per_step = elements * element_size * C.ACCESSES_PER_ELEMENT[optimizer]
     rows, live = [], []
     for contender in chosen:
+        if contender.dtypes is not None and DTYPES[dtype] not in contender.dtypes:
+            continue
         row = dict(contender=contender.name, graphed=contender.graphed, baseline=contender.baseline)
         rows.append(row)
         params = make_params(shapes, DTYPES[dtype], device)

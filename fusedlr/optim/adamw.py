@@ -34,14 +34,15 @@ class AdamW(FusedOptimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  schedule=None, beta1_schedule=None, weight_decay_schedule=None, backend: str | None = None,
-                 max_grad_norm: float | None = None, norm_type: float = 2.0, foreach=None, capturable: bool = False,
+                 max_grad_norm: float | None = None, norm_type: float = 2.0, master_weights: bool = False,
+                 foreach=None, capturable: bool = False,
                  differentiable: bool = False, fused=None):
         check_torch_flags(differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, schedule=schedule, beta1_schedule=beta1_schedule,
                         weight_decay_schedule=weight_decay_schedule)
         self.check_group(defaults)
-        super().__init__(params, defaults, backend, max_grad_norm, norm_type)
+        super().__init__(params, defaults, backend, max_grad_norm, norm_type, master_weights)
 
     def check_group(self, group: dict) -> None:
         group["lr"] = check.nonnegative("lr", _number(group["lr"]))
@@ -64,4 +65,4 @@ class AdamW(FusedOptimizer):
         names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
         for name in names:
             if state.get(name) is None:
-                state[name] = torch.zeros_like(param, memory_format=torch.contiguous_format)
+                state[name] = self.new_state_tensor(param)

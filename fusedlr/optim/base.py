@@ -14,12 +14,16 @@ from .. import _native
 from ..schedules import Constant, Schedule
 from ..schedules._checks import integer as check_integer
 from . import checkpoint, clipping, compiled_step, history, native_backend, plateau_buffer, reference_backend
-from .buckets import check_param, describe
+from .buckets import check_param, describe, note_master_in_step
 from .device_state import DeviceState
 from .distributed import check_same_sharding, is_distributed, local_tensor
 from .group_tables import HYPER_SCHEDULES
 from .scheduler_guard import refuse_torch_scheduler
 from .step_plan import StepPlan
+
+
+#: the state key of a param's fp32 master copy (master_weights)
+MASTER = "master_param"
 
 
 def default_backend(device: torch.device) -> str:
@@ -39,7 +43,12 @@ class FusedOptimizer(torch.optim.Optimizer):
     #: tells torch.amp.GradScaler to hand over grad_scale/found_inf instead of unscaling
     _step_supports_amp_scaling = True
 
-    def __init__(self, params, defaults: dict, backend: str | None, max_grad_norm=None, norm_type=2.0):
+    def __init__(self, params, defaults: dict, backend: str | None, max_grad_norm=None, norm_type=2.0,
+                 master_weights=False):
+        if not isinstance(master_weights, bool):
+            raise TypeError(f"master_weights must be True or False, got {master_weights!r}")
+        #: fp16/bf16 params are updated through an fp32 master copy (state "master_param")
+        self.master_weights = master_weights
         #: clip the global grad norm of each step to this (None: no clipping), fused into the update
         self.max_grad_norm = clipping.check_max_grad_norm(max_grad_norm)
         #: the norm clipped: p > 0, or inf (largest absolute value), as clip_grad_norm_'s norm_type
@@ -73,8 +82,27 @@ class FusedOptimizer(torch.optim.Optimizer):
     def init_state(self, param: torch.Tensor, group: dict) -> dict:
         """The state of a param that has not been updated yet."""
         state = {"step": torch.zeros((), dtype=torch.int64, device=param.device)}
-        self.complete_state(param, group, state)
+        self._complete(param, group, state)
         return state
+
+    def uses_master(self, param: torch.Tensor) -> bool:
+        """Is ``param`` updated through an fp32 master copy (master_weights, fp16/bf16)?"""
+        return self.master_weights and param.dtype in (torch.float16, torch.bfloat16)
+
+    def state_dtype(self, param: torch.Tensor) -> torch.dtype:
+        """The dtype of ``param``'s state tensors: float32 with a master copy, else the param's."""
+        return torch.float32 if self.uses_master(param) else param.dtype
+
+    def new_state_tensor(self, param: torch.Tensor) -> torch.Tensor:
+        """A zero state tensor for ``param`` (contiguous, of ``state_dtype``)."""
+        return torch.zeros_like(param, dtype=self.state_dtype(param), memory_format=torch.contiguous_format)
+
+    def _complete(self, param: torch.Tensor, group: dict, state: dict) -> None:
+        """``complete_state``, and the fp32 master copy of a param that needs one."""
+        if self.uses_master(param) and state.get(MASTER) is None:
+            state[MASTER] = self.new_state_tensor(param).copy_(param.detach())
+            note_master_in_step(local_tensor(state[MASTER]), local_tensor(param))
+        self.complete_state(param, group, state)
 
     def flags(self, group: dict) -> tuple:
         """(maximize, nesterov, amsgrad): the modes compiled into the kernel."""
@@ -87,8 +115,9 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     @property
     def state_keys(self) -> tuple:
-        """The state keys the kernels read: the state tensors and "step"."""
-        return tuple(name for name in self.state_names if name) + ("step",)
+        """The state keys the kernels read: the state tensors (the master copy
+        with master_weights) and "step"."""
+        return tuple(name for name in self.state_names if name) + ((MASTER,) if self.master_weights else ()) + ("step",)
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -169,12 +198,13 @@ class FusedOptimizer(torch.optim.Optimizer):
                 continue
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{where}: state[{name!r}] must be a tensor, got {type(t).__name__}")
-            if t.shape != param.shape or t.dtype != param.dtype or t.device != param.device:
+            if t.shape != param.shape or t.dtype != self.state_dtype(param) or t.device != param.device:
+                kept = "" if self.state_dtype(param) == param.dtype else " (kept in float32 with master_weights)"
                 raise RuntimeError(
-                    f"{where}: state[{name!r}] is {describe(t)} but the param is now {describe(param)}: the param "
-                    "changed after its optimizer state was made (e.g. Module.double()/.half()/.to() or p.data = ... "
-                    "after building the optimizer). Convert the model before building the optimizer, or drop this "
-                    "param's state (del opt.state[param]) to start it afresh")
+                    f"{where}: state[{name!r}] is {describe(t)} but the param is now {describe(param)}{kept}: the "
+                    "param changed after its optimizer state was made (e.g. Module.double()/.half()/.to() or p.data "
+                    "= ... after building the optimizer). Convert the model before building the optimizer, or drop "
+                    "this param's state (del opt.state[param]) to start it afresh")
             if is_distributed(param) or is_distributed(t):
                 check_same_sharding(param, t, f"state[{name!r}]", where)
             if not local_tensor(t).is_contiguous():
@@ -202,7 +232,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if not _is_step_tensor(step, param):
             count = 0 if step is None else checkpoint.step_count_value(step, "state['step']")
             state["step"] = torch.full((), count, dtype=torch.int64, device=param.device)
-        self.complete_state(param, group, state)
+        self._complete(param, group, state)
         return state
 
     def _take_up_saved_schedule_state(self, state: dict) -> None:
@@ -337,7 +367,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:  # e.g. momentum or amsgrad switched on
             for p in group["params"]:
                 if self.state.get(p):
-                    self.complete_state(p, group, self.state[p])
+                    self._complete(p, group, self.state[p])
         # buckets (and the pointer tables a CUDA graph captured) follow the groups'
         # modes and state tensors; a changed value alone keeps them
         layout = ([self.flags(g) for g in self.param_groups], sum(len(st) for st in self.state.values()))
@@ -516,10 +546,15 @@ class FusedOptimizer(torch.optim.Optimizer):
         state tensors, so a captured CUDA graph stays valid."""
         checked = checkpoint.check(self, state_dict)
         previous = {p: self.state.get(p) for group in self.param_groups for p in group["params"]}
-        super().load_state_dict(checked.torch_state_dict)
+        # the saved tensors as saved: torch's load casts state to the param's dtype (fp32 masters to bf16)
+        saved = checked.torch_state_dict
+        saved_ids = [i for group in saved["param_groups"] for i in group["params"]]
+        as_saved = {p: saved["state"].get(i, {}) for i, p in
+                    zip(saved_ids, (p for group in self.param_groups for p in group["params"]))}
+        super().load_state_dict(saved)
         for group in self.param_groups:
             for p in group["params"]:
-                self.state[p] = self.adopt_state(p, group, self.state.get(p, {}), previous[p])
+                self.state[p] = self.adopt_state(p, group, as_saved[p] or self.state.get(p, {}), previous[p])
         self._plan.invalidate()
         for ds in self._devices.values():
             ds.step.fill_(checked.step_count)
@@ -533,11 +568,15 @@ class FusedOptimizer(torch.optim.Optimizer):
         layout: ``previous`` (the state before the load) when it still fits the
         param, else fresh, filled with what was loaded (zeros where nothing was)."""
         state = previous if previous and self._fits(param, previous) else self.init_state(param, group)
-        self.complete_state(param, group, state)
+        self._complete(param, group, state)
         for name in self.state_keys[:-1]:
             if state.get(name) is not None:
                 value = loaded.get(name)
+                if not isinstance(value, torch.Tensor):  # not saved: zeros, or a master copy of the param
+                    value = param.detach() if name == MASTER else 0
                 state[name].copy_(value) if isinstance(value, torch.Tensor) else state[name].zero_()
+        if state.get(MASTER) is not None:  # the loaded master is the truth; the param may follow (model load)
+            note_master_in_step(local_tensor(state[MASTER]), local_tensor(param))
         state["step"].fill_(checkpoint.step_count_value(loaded.get("step", 0), "state['step']"))
         return state
 

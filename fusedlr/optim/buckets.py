@@ -38,6 +38,9 @@ class Entry:
     state: dict = None  # the param's state dict
     watched: tuple = ()  # (key, tensor, data_ptr() of its local values) of each state tensor the kernels read
     target: torch.Tensor = None  # the param's values: the param itself unless it is a DTensor
+    #: with master weights: where the kernels write the rounding of ``work`` (the fp32 master):
+    #: ``target``, or a contiguous stand-in written back after the update; else None
+    copy_out: torch.Tensor = None
 
     def __post_init__(self):
         if self.target is None:
@@ -75,8 +78,11 @@ class Entry:
                 return False
             t, grad = p._local_tensor, grad._local_tensor
             self.target = t  # the same storage (checked below), maybe another tensor object
+        written = self.work if self.copy_out is None else self.copy_out  # what the kernels write the values to
+        if self.copy_out is not None and not master_in_step(self.work, t):
+            return False
         if (_data_ptr(t) != self.ptr or t.shape != self.shape or state.get(p) is not self.state
-                or t.is_contiguous() != (self.work is t) or grad.dtype is not self.dtype
+                or t.is_contiguous() != (written is t) or grad.dtype is not self.dtype
                 or grad.shape != self.shape or grad.layout is not _strided or grad.get_device() != self.device_index
                 or tensor_version(self.step) != self.step_version):
             return False
@@ -87,7 +93,7 @@ class Entry:
         if not grad.is_contiguous():
             grad = grad.contiguous()
         self.grad, self.grad_ptr = grad, _data_ptr(grad)
-        if self.work is not t:
+        if self.work is not t and self.copy_out is None:
             self.work.copy_(t)
         return True
 
@@ -95,19 +101,54 @@ class Entry:
 @dataclass
 class Bucket:
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # of the tensors the kernels update: params (their fp32 masters) and states
     maximize: bool
     nesterov: bool
     amsgrad: bool
     entries: list = field(default_factory=list)
+    #: of the grads (and of the params written from masters); None: ``dtype``
+    grad_dtype: torch.dtype = None
     #: the native backend's device pointer tables, kept with the bucket (see native_backend)
     native: object = None
+
+    def __post_init__(self):
+        if self.grad_dtype is None:
+            self.grad_dtype = self.dtype
 
     def write_back(self) -> None:
         """Copy updated contiguous stand-ins back into non-contiguous params."""
         for e in self.entries:
-            if e.work is not e.target:
-                e.target.copy_(e.work)
+            written = e.work if e.copy_out is None else e.copy_out
+            if written is not e.target:
+                e.target.copy_(written)
+            if e.copy_out is not None:
+                note_master_in_step(e.work, e.target)
+
+
+def note_master_in_step(master: torch.Tensor, param: torch.Tensor) -> None:
+    """Remember that ``param`` (its local values) holds ``master``'s rounding
+    now: its version after fusedlr's last write (not tracked in compiled steps:
+    Dynamo does not trace version counters)."""
+    if not torch.compiler.is_compiling():
+        master._fusedlr_param_version = tensor_version(param)
+
+
+def master_in_step(master: torch.Tensor, param: torch.Tensor) -> bool:
+    """Was ``param`` left alone since fusedlr last wrote it from ``master``?"""
+    return getattr(master, "_fusedlr_param_version", None) == tensor_version(param)
+
+
+def sync_master(master: torch.Tensor, param: torch.Tensor) -> None:
+    """Master weights: a param written from outside since the last step (a
+    model checkpoint loaded, a weight edited) becomes the master wherever it
+    no longer is the master's rounding; elsewhere the master keeps its low
+    bits (loading the checkpoint of the same run changes nothing). Tensor
+    ops only: no host read. Eager steps only (see note_master_in_step)."""
+    if torch.compiler.is_compiling():
+        return
+    if getattr(master, "_fusedlr_param_version", None) is not None and not master_in_step(master, param):
+        master.copy_(torch.where(master.to(param.dtype) == param, master, param.to(master.dtype)))
+    note_master_in_step(master, param)
 
 
 def tensor_version(t: torch.Tensor) -> int:
@@ -175,16 +216,25 @@ def collect(optimizer) -> dict:
         optimizer.device_state(p.device)
         flags = optimizer.flags(group)
         buckets = by_device.setdefault(p.device, {})
-        key = (p.dtype, *flags)
+        master = st.get("master_param") if optimizer.uses_master(p) else None
+        dtype = p.dtype if master is None else master.dtype  # what the kernels update: the param or its master
+        key = (dtype, p.dtype, *flags)
         bucket = buckets.get(key)
         if bucket is None:
-            bucket = buckets[key] = Bucket(p.device, p.dtype, *flags)
+            bucket = buckets[key] = Bucket(p.device, dtype, *flags, grad_dtype=p.dtype)
         target, grad = local_tensor(p), local_tensor(p.grad)
-        work = target if target.is_contiguous() else target.contiguous()
+        copy_out = None
+        if master is None:
+            work = target if target.is_contiguous() else target.contiguous()
+        else:  # the master is updated, the param written as its rounding
+            work = local_tensor(master)
+            sync_master(work, target)
+            copy_out = target if target.is_contiguous() else \
+                torch.empty_like(target, memory_format=torch.contiguous_format)
         grad = grad if grad.is_contiguous() else grad.contiguous()
         states = tuple(local_tensor(st[name]) if name and st.get(name) is not None else None
                        for name in optimizer.state_names)
         watched = tuple((key, st[key], _data_ptr(local_tensor(st[key])))
                         for key in optimizer.state_keys if st.get(key) is not None)
-        bucket.entries.append(Entry(p, work, grad, states, st["step"], g, where, st, watched, target))
+        bucket.entries.append(Entry(p, work, grad, states, st["step"], g, where, st, watched, target, copy_out))
     return {device: list(buckets.values()) for device, buckets in by_device.items()}

@@ -20,8 +20,8 @@ from . import native_backend, reference_backend
 from .buckets import Bucket, Entry, collect
 
 # entry_info holds, per entry: group, bucket, and the index in `states` of its
-# state0..state2 (-1 where the optimizer keeps none).
-_ENTRY_FIELDS = 5
+# state0..state2 and of its fp32 master copy (-1 where the optimizer keeps none).
+_ENTRY_FIELDS = 6
 # bucket_info holds, per bucket: maximize, nesterov, amsgrad.
 _BUCKET_FIELDS = 3
 
@@ -67,11 +67,16 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
     buckets = [Bucket(global_step.device, torch.float32, *map(bool, bucket_info[b:b + _BUCKET_FIELDS]))
                for b in range(0, len(bucket_info), _BUCKET_FIELDS)]
     for i, (p, g, step) in enumerate(zip(params, grads, steps)):
-        group, bucket, *slots = entry_info[_ENTRY_FIELDS * i:_ENTRY_FIELDS * (i + 1)]
-        work = p if p.is_contiguous() else p.contiguous()
+        group, bucket, *slots, master = entry_info[_ENTRY_FIELDS * i:_ENTRY_FIELDS * (i + 1)]
         entry_states = tuple(states[s] if s >= 0 else None for s in slots)
-        buckets[bucket].dtype = p.dtype
-        buckets[bucket].entries.append(Entry(p, work, g.contiguous(), entry_states, step, group, ""))
+        if master < 0:
+            work, copy_out = (p if p.is_contiguous() else p.contiguous()), None
+        else:  # the master is updated, the param written as its rounding
+            work = states[master]
+            copy_out = p if p.is_contiguous() else torch.empty_like(p, memory_format=torch.contiguous_format)
+        buckets[bucket].dtype, buckets[bucket].grad_dtype = work.dtype, p.dtype
+        buckets[bucket].entries.append(Entry(p, work, g.contiguous(), entry_states, step, group, "",
+                                             copy_out=copy_out))
     cache, stepped_tables = _TABLES_BY_COUNTER[global_step.data_ptr()]
     device_kernels = backend in _native.DEVICE_KERNEL_BACKENDS
     for bucket in buckets:
@@ -96,16 +101,18 @@ def native_report(plateau: torch.Tensor, next_lr: torch.Tensor, metric: Optional
     """opt.report on a native kernel: the plateau step, then the next lrs. The
     metric is a float64 tensor on the device, or (metric None) a number handed
     to the kernel as an argument."""
-    args = dict(groups=groups.data_ptr(), num_groups=num_groups, program=program.data_ptr(),
-                plateau=plateau.data_ptr(), global_step=global_step.data_ptr(), next_lr=next_lr.data_ptr())
+    module = _native.module_of(backend)
+    args = module.step_args(groups=groups.data_ptr(), num_groups=num_groups, program=program.data_ptr(),
+                            plateau=plateau.data_ptr(), global_step=global_step.data_ptr(),
+                            next_lr=next_lr.data_ptr())
     if backend == "cpu":
         value = torch.tensor(metric_value, dtype=torch.float64) if metric is None else metric
-        _native.cpu_module.plateau_report(metric=value.data_ptr(), **args)
+        module.plateau_report(args, metric=value.data_ptr())
         return
     location = (plateau.device.index, torch.cuda.current_stream(plateau.device).cuda_stream) \
         if plateau.device.type == "cuda" else (0, 0)
-    _native.module_of(backend).plateau_report(*location, metric=0 if metric is None else metric.data_ptr(),
-                                              metric_value=metric_value, **args)
+    module.plateau_report(*location, args, metric=0 if metric is None else metric.data_ptr(),
+                          metric_value=metric_value)
 
 
 @torch.library.custom_op("fusedlr::plateau_report", mutates_args=("plateau", "next_lr"))
@@ -126,7 +133,7 @@ def _cached_tables(cache: dict, bucket: Bucket, device_kernels: bool):
     """A kept native table for the same tensors (native_backend rewrites the
     grad column itself when only grads moved)."""
     key = (bucket.device, bucket.dtype, tuple(
-        (e.work.data_ptr(), e.step.data_ptr(), e.work.numel(), e.group,
+        (e.work.data_ptr(), e.step.data_ptr(), e.work.numel(), e.group, native_backend._ptr(e.copy_out),
          *(s.data_ptr() if s is not None else 0 for s in e.states)) for e in bucket.entries))
     tables = cache.pop(key, None)
     if tables is None:
@@ -157,7 +164,7 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
             bucket_info += [int(bucket.maximize), int(bucket.nesterov), int(bucket.amsgrad)]
             for e in bucket.entries:
                 slots = []
-                for s in e.states:
+                for s in (*e.states, e.work if e.copy_out is not None else None):  # the master last
                     slots.append(len(states) if s is not None else -1)
                     if s is not None:
                         states.append(s)

@@ -21,7 +21,8 @@ def _tensor_rows(bucket: Bucket) -> list[int]:
     rows = []
     for e in bucket.entries:
         s0, s1, s2 = (t.data_ptr() if t is not None else 0 for t in e.states)
-        rows += [e.work.data_ptr(), e.grad_ptr, s0, s1, s2, e.step.data_ptr(), e.work.numel(), e.group]
+        rows += [e.work.data_ptr(), e.grad_ptr, s0, s1, s2, e.step.data_ptr(), e.work.numel(), e.group,
+                 _ptr(e.copy_out)]
     assert len(rows) == fields * len(bucket.entries)
     return rows
 
@@ -112,20 +113,24 @@ def _step_args(ds: DeviceState, kind: str, num_groups: int, grad_scale, found_in
                 found_inf=_ptr(found_inf), clipping=_ptr(clipping), kind=constants.OPTIMIZER_KINDS[kind])
 
 
-def _bucket_args(bucket: Bucket, tables: NativeTables | None) -> dict:
-    dtype = _native.format_constants().DTYPES[str(bucket.dtype).removeprefix("torch.")]
-    return dict(tensors=tables.table.data_ptr() if tables else 0, num_tensors=len(bucket.entries) if tables else 0,
-                dtype=dtype, maximize=bucket.maximize, nesterov=bucket.nesterov, amsgrad=bucket.amsgrad)
+def _dtype_code(dtype: torch.dtype) -> int:
+    return _native.format_constants().DTYPES[str(dtype).removeprefix("torch.")]
 
 
-def _history_args(ds: DeviceState) -> dict:
-    return dict(history=_ptr(ds.history))
+def _bucket_args(bucket: Bucket, tables: NativeTables) -> dict:
+    return dict(tensors=tables.table.data_ptr(), num_tensors=len(bucket.entries), dtype=_dtype_code(bucket.dtype),
+                grad_dtype=_dtype_code(bucket.grad_dtype), maximize=bucket.maximize, nesterov=bucket.nesterov,
+                amsgrad=bucket.amsgrad)
+
+
+def _outputs(ds: DeviceState) -> dict:
+    """Where a step writes the groups' next lrs, whether it was applied and its history row."""
+    return dict(next_lr=ds.next_lr.data_ptr(), applied=ds.applied.data_ptr(), history=_ptr(ds.history))
 
 
 def _device_step_args(ds: DeviceState, tables: NativeTables | None, last_bucket: bool) -> dict:
     return dict(scalars=_ptr(tables.scalars) if tables else 0, group_values=ds.group_values.data_ptr(),
-                next_lr=ds.next_lr.data_ptr(), applied=ds.applied.data_ptr(), last_bucket=last_bucket,
-                **_history_args(ds))
+                last_bucket=last_bucket, **_outputs(ds))
 
 
 def run(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int,
@@ -136,36 +141,34 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int,
     module = _native.module_of(backend)
     common = _step_args(ds, kind, num_groups, grad_scale, found_inf, clipping)
     if backend not in _native.DEVICE_KERNEL_BACKENDS:
-        outputs = dict(next_lr=ds.next_lr.data_ptr(), applied=ds.applied.data_ptr(), **_history_args(ds))
         threads = torch.get_num_threads()
         for i, bucket in enumerate(buckets):
-            args = dict(common, **_bucket_args(bucket, _tables(bucket, backend)))
-            module.update(num_threads=threads, **args)
-            module.finish(advance=i == len(buckets) - 1, **outputs, **args)
+            args = module.step_args(**common, **_bucket_args(bucket, _tables(bucket, backend)), **_outputs(ds))
+            module.update(args, num_threads=threads)
+            module.finish(args, advance=i == len(buckets) - 1)
             bucket.write_back()
         if not buckets:  # nothing had a grad: the schedule still moves, as a torch scheduler would
-            module.finish(tensors=0, num_tensors=0, dtype=0, maximize=False, nesterov=False, amsgrad=False,
-                          advance=True, **outputs, **common)
+            module.finish(module.step_args(**common, **_outputs(ds)), advance=True)
         return
     location = _location(ds.device)
     stepped = []
     for i, bucket in enumerate(buckets):
         tables = _tables(bucket, backend)
-        args = dict(common, **_bucket_args(bucket, tables), **_device_step_args(ds, tables, i == len(buckets) - 1))
+        args = module.step_args(**common, **_bucket_args(bucket, tables),
+                                **_device_step_args(ds, tables, i == len(buckets) - 1))
         # the values of this update were written by the last step's kernels only if these tables
         # took part in it and nothing changed since (the groups, the counter, the plateau)
         if tables.prepared != ds.generation or not any(t is tables for t in ds.stepped_tables):
-            module.step(*location, mode=module.PREPARE, **args)
+            module.step(*location, args, mode=module.PREPARE)
             tables.prepared = ds.generation
         stepped.append(tables)
-        module.update(*location, chunks=tables.chunks.data_ptr(), num_chunks=tables.num_chunks,
-                      chunk_size=CUDA_CHUNK, blocks_done=tables.blocks_done.data_ptr(), **args)
+        module.update(*location, args, chunks=tables.chunks.data_ptr(), num_chunks=tables.num_chunks,
+                      chunk_size=CUDA_CHUNK, blocks_done=tables.blocks_done.data_ptr())
         bucket.write_back()
     ds.stepped_tables[:] = stepped
     if not buckets:
-        empty = Bucket(ds.device, torch.float32, False, False, False)
-        module.step(*location, mode=module.END_STEP, **common, **_bucket_args(empty, None),
-                    **_device_step_args(ds, None, True))
+        module.step(*location, module.step_args(**common, **_device_step_args(ds, None, True)),
+                    mode=module.END_STEP)
 
 
 def prepare(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int, backend: str) -> None:
@@ -180,8 +183,8 @@ def prepare(ds: DeviceState, buckets: list[Bucket], kind: str, num_groups: int, 
     for i, bucket in enumerate(buckets):
         if bucket.native is None:
             continue
-        args = dict(common, **_bucket_args(bucket, bucket.native),
-                    **_device_step_args(ds, bucket.native, i == len(buckets) - 1))
-        module.step(*_location(ds.device), mode=module.PREPARE, **args)
+        args = module.step_args(**common, **_bucket_args(bucket, bucket.native),
+                                **_device_step_args(ds, bucket.native, i == len(buckets) - 1))
+        module.step(*_location(ds.device), args, mode=module.PREPARE)
         bucket.native.prepared = ds.generation
     ds.stepped_tables[:] = prepared

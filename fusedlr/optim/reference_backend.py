@@ -106,6 +106,8 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, param_groups: list[di
     for bucket in buckets:
         for e in bucket.entries:
             update(e, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket, factor, skip)
+            if e.copy_out is not None:  # master weights: the param becomes the master's rounding
+                _commit(e.copy_out, e.work, skip)
             _count_step(e.step, not_skipped)
             e.note_step_written()
         bucket.write_back()

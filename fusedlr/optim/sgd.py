@@ -42,13 +42,14 @@ class SGD(FusedOptimizer):
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  schedule=None, momentum_schedule=None, weight_decay_schedule=None, backend: str | None = None,
-                 max_grad_norm: float | None = None, norm_type: float = 2.0, foreach=None, differentiable: bool = False, fused=None):
+                 max_grad_norm: float | None = None, norm_type: float = 2.0, master_weights: bool = False,
+                 foreach=None, differentiable: bool = False, fused=None):
         check_torch_flags(differentiable)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, schedule=schedule,
                         momentum_schedule=momentum_schedule, weight_decay_schedule=weight_decay_schedule)
         self.check_group(defaults)
-        super().__init__(params, defaults, backend, max_grad_norm, norm_type)
+        super().__init__(params, defaults, backend, max_grad_norm, norm_type, master_weights)
 
     def check_group(self, group: dict) -> None:
         group["lr"] = check.nonnegative("lr", _number(group["lr"]))
@@ -68,7 +69,7 @@ class SGD(FusedOptimizer):
 
     def complete_state(self, param: torch.Tensor, group: dict, state: dict) -> None:
         if _has_momentum(group) and state.get("momentum_buffer") is None:
-            state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.contiguous_format)
+            state["momentum_buffer"] = self.new_state_tensor(param)
             # SGD's step counts updates of the buffer: its first one sets buf = d_p, as torch
             # does when momentum is switched on mid-run (a zero buffer would give (1-dampening) d_p)
             if isinstance(state.get("step"), torch.Tensor):
