@@ -152,8 +152,9 @@ def sm90():
              for name, reg, stack in re.findall(r"Function (\S+):\s+REG:(\d+) STACK:(\d+)", dump("-res-usage"))}
     sass = dict(re.findall(r"Function : (\S+)\n(.*?)(?=\n\s*Function : |\Z)", dump("-sass"), flags=re.S))
     kernels = {name: (*usage[name], sass[name]) for name in usage if "update_kernel" in name and name in sass}
-    # 4 dtypes + 2 fp32-master pairs (fp16, bf16 grads), times SGD/AdamW, times their flag
-    assert len(kernels) == 24, sorted(usage)
+    # 4 dtypes, 2 fp32-master pairs (fp16, bf16 grads) and 3 with bf16 states beside fp32 (fp32, fp16, bf16
+    # grads), times SGD/AdamW, times their flag
+    assert len(kernels) == 36, sorted(usage)
     return kernels
 
 
@@ -161,10 +162,14 @@ DTYPE_CODES = {"f": "fp32", "d": "fp64", "NS_9half_bitsE": "fp16", "NS_9bf16_bit
 
 
 def _dtypes_of(kernel: str) -> tuple:
-    """(param and state dtype, grad dtype) of an update kernel's template arguments."""
-    code = r"NS_9\w+?_bitsE|[fd]"
-    params, grads = re.search(rf"update_kernelI({code})({code}|S\d*_)Li", kernel).groups()
-    return DTYPE_CODES[params], DTYPE_CODES.get(grads, DTYPE_CODES[params])  # S2_: the same type again
+    """(param, grad, state dtype) of an update kernel's template arguments."""
+    arguments = re.search(r"update_kernelI(.*?)Li", kernel).group(1)
+    dtypes = []
+    for code in re.findall(r"NS_9\w+?_bitsE|S\d*_|[fd]", arguments):
+        if code.startswith("NS_9"):
+            last_struct = DTYPE_CODES[code]
+        dtypes.append(DTYPE_CODES.get(code) or last_struct)  # S2_, S3_: the bits struct named before
+    return tuple(dtypes)
 
 
 def _dtype_of(kernel: str) -> str:
@@ -177,19 +182,19 @@ def test_update_kernels_fit_64_registers(sm90):
 
 
 def test_update_kernels_move_elements_with_128_bit_global_loads_and_stores(sm90):
-    """Every 16-byte pack of params and states moves in one 128-bit access; with
-    master weights the bf16/fp16 grads and params of a pack of 4 fp32 masters
-    move in one 64-bit access each."""
+    """Every 16-byte pack of params (and of grads and states of their dtype)
+    moves in one 128-bit access; beside a pack of 4 fp32 params (masters), the
+    4 bf16/fp16 grads or states move in one 64-bit access each."""
     for name, (_, _, sass) in sm90.items():
-        loads = re.findall(r"LDG\.E[.\w]*\.128", sass)
-        stores = re.findall(r"STG\.E[.\w]*\.128", sass)
-        sgd = "Li0E" in name
-        params, grads = _dtypes_of(name)
-        if params == grads:
-            assert len(loads) >= (3 if sgd else 4) and len(stores) >= (2 if sgd else 3), (_dtype_of(name), name)
-            continue
-        assert len(loads) >= (2 if sgd else 3) and len(stores) >= (2 if sgd else 3), (_dtype_of(name), name)
-        assert re.search(r"LDG\.E[.\w]*\.64", sass) and re.search(r"STG\.E[.\w]*\.64", sass), name
+        loads = len(re.findall(r"LDG\.E[.\w]*\.128", sass))
+        stores = len(re.findall(r"STG\.E[.\w]*\.128", sass))
+        states = 1 if "Li0E" in name else 2  # SGD's momentum buffer; AdamW's moments (AMSGrad's max not counted)
+        params, grads, state = _dtypes_of(name)
+        wide_grads, wide_states = grads == params, state == params
+        assert loads >= 1 + wide_grads + states * wide_states, (_dtype_of(name), name, loads)
+        assert stores >= 1 + states * wide_states, (_dtype_of(name), name, stores)
+        if not (wide_grads and wide_states):
+            assert re.search(r"LDG\.E[.\w]*\.64", sass) and re.search(r"STG\.E[.\w]*\.64", sass), name
 
 
 def test_update_kernels_element_loops_use_no_local_memory(sm90):
@@ -201,8 +206,8 @@ def test_update_kernels_element_loops_use_no_local_memory(sm90):
     or with fp32 master weights (the four master/state packs, the grad and
     param packs and a sixth pointer spill 3 words per pack)."""
     for name, (_, stack, sass) in sm90.items():
-        params, grads = _dtypes_of(name)
-        if (params == "fp64" or params != grads) and "Li1ELb1E" in name:
+        params, grads, states = _dtypes_of(name)
+        if (params == "fp64" or params != grads or params != states) and "Li1ELb1E" in name:
             continue
         epilogue = sass.find("ATOMG")
         assert epilogue > 0, name

@@ -18,9 +18,9 @@ constexpr int64_t kChunk = 1 << 15;
 struct Chunk { int64_t tensor, begin, end; };
 
 // always inlined, so each ISA variant below compiles the loops for its own vectors.
-// T: params (their fp32 masters with master weights) and states; G: grads (and,
-// when G is not T, the params written as the masters' rounding).
-template <typename T, typename G = T>
+// T: params (their fp32 masters with master weights); G: grads (and, when G is
+// not T, the params written as the masters' rounding); S: states.
+template <typename T, typename G = T, typename S = T>
 __attribute__((always_inline)) inline void update_range(const StepArgs& a, const std::vector<GroupValues>& values,
                                                         double factor, const Chunk& c) {
   using M = typename math_type<T>::type;
@@ -31,7 +31,7 @@ __attribute__((always_inline)) inline void update_range(const StepArgs& a, const
   tensor_scalars(a.kind, a.groups + g * kGroupFields, values[g], *address_as<int64_t>(row[kStepPtr]), scalars);
   T* param = address_as<T>(row[kParamPtr]);
   const G* grad = address_as<const G>(row[kGradPtr]);
-  T* s0 = address_as<T>(row[kState0Ptr]);
+  S* s0 = address_as<S>(row[kState0Ptr]);
   const M f = (M)factor;
   if (a.kind == kSGD) {
     const SgdScalars<M> s = sgd_scalars<M>(scalars);
@@ -41,8 +41,8 @@ __attribute__((always_inline)) inline void update_range(const StepArgs& a, const
       for (int64_t i = c.begin; i < c.end; ++i) sgd_element<false>(s, f, param, grad, s0, i);
   } else {
     const AdamWScalars<M> s = adamw_scalars<M>(scalars);
-    T* s1 = address_as<T>(row[kState1Ptr]);
-    T* s2 = address_as<T>(row[kState2Ptr]);
+    S* s1 = address_as<S>(row[kState1Ptr]);
+    S* s2 = address_as<S>(row[kState2Ptr]);
     if (a.amsgrad)
       for (int64_t i = c.begin; i < c.end; ++i) adamw_element<true>(s, f, param, grad, s0, s1, s2, i);
     else
@@ -66,19 +66,35 @@ __attribute__((always_inline)) inline void update_range(const StepArgs& a, const
 
 using RangeUpdate = void (*)(const StepArgs&, const std::vector<GroupValues>&, double, const Chunk&);
 
-FUSEDLR_CPU_VARIANTS void update_range_f32(const StepArgs& a, const std::vector<GroupValues>& values, double f,
-                                           const Chunk& c) { update_range<float>(a, values, f, c); }
-FUSEDLR_CPU_VARIANTS void update_range_f64(const StepArgs& a, const std::vector<GroupValues>& values, double f,
-                                           const Chunk& c) { update_range<double>(a, values, f, c); }
-FUSEDLR_CPU_VARIANTS void update_range_f16(const StepArgs& a, const std::vector<GroupValues>& values, double f,
-                                           const Chunk& c) { update_range<half_bits>(a, values, f, c); }
-FUSEDLR_CPU_VARIANTS void update_range_bf16(const StepArgs& a, const std::vector<GroupValues>& values, double f,
-                                            const Chunk& c) { update_range<bf16_bits>(a, values, f, c); }
-FUSEDLR_CPU_VARIANTS void update_range_f32_f16(const StepArgs& a, const std::vector<GroupValues>& values, double f,
-                                               const Chunk& c) { update_range<float, half_bits>(a, values, f, c); }
-FUSEDLR_CPU_VARIANTS void update_range_f32_bf16(const StepArgs& a, const std::vector<GroupValues>& values,
-                                                double f, const Chunk& c) {
-  update_range<float, bf16_bits>(a, values, f, c);
+#define FUSEDLR_RANGE_UPDATE(name, ...)                                                                       \
+  FUSEDLR_CPU_VARIANTS void name(const StepArgs& a, const std::vector<GroupValues>& values, double f,          \
+                                 const Chunk& c) {                                                            \
+    update_range<__VA_ARGS__>(a, values, f, c);                                                               \
+  }
+FUSEDLR_RANGE_UPDATE(update_range_f32, float)
+FUSEDLR_RANGE_UPDATE(update_range_f64, double)
+FUSEDLR_RANGE_UPDATE(update_range_f16, half_bits)
+FUSEDLR_RANGE_UPDATE(update_range_bf16, bf16_bits)
+FUSEDLR_RANGE_UPDATE(update_range_f16_master, float, half_bits)
+FUSEDLR_RANGE_UPDATE(update_range_bf16_master, float, bf16_bits)
+FUSEDLR_RANGE_UPDATE(update_range_f32_bf16_states, float, float, bf16_bits)
+FUSEDLR_RANGE_UPDATE(update_range_f16_master_bf16_states, float, half_bits, bf16_bits)
+FUSEDLR_RANGE_UPDATE(update_range_bf16_master_bf16_states, float, bf16_bits, bf16_bits)
+#undef FUSEDLR_RANGE_UPDATE
+
+RangeUpdate range_update_of(const StepArgs& a) {
+  switch (dtype_combination(a)) {
+    case kFloat32Step: return update_range_f32;
+    case kFloat64Step: return update_range_f64;
+    case kFloat16Step: return update_range_f16;
+    case kBFloat16Step: return update_range_bf16;
+    case kFloat16MasterStep: return update_range_f16_master;
+    case kBFloat16MasterStep: return update_range_bf16_master;
+    case kFloat32Bf16StateStep: return update_range_f32_bf16_states;
+    case kFloat16MasterBf16StateStep: return update_range_f16_master_bf16_states;
+    case kBFloat16MasterBf16StateStep: return update_range_bf16_master_bf16_states;
+    default: throw std::invalid_argument(kUnsupportedDtypes);
+  }
 }
 
 void update_chunks(RangeUpdate update_range_of_dtype, const StepArgs& a, const std::vector<Chunk>& chunks,
@@ -101,22 +117,7 @@ void update(const StepArgs& a, int num_threads) {
     for (int64_t begin = 0; begin < numel; begin += kChunk)
       chunks.push_back({t, begin, begin + kChunk < numel ? begin + kChunk : numel});
   }
-  RangeUpdate update_range_of_dtypes = nullptr;
-  if (a.dtype == a.grad_dtype) {
-    switch (a.dtype) {
-      case kFloat32: update_range_of_dtypes = update_range_f32; break;
-      case kFloat64: update_range_of_dtypes = update_range_f64; break;
-      case kFloat16: update_range_of_dtypes = update_range_f16; break;
-      case kBFloat16: update_range_of_dtypes = update_range_bf16; break;
-    }
-  } else if (a.dtype == kFloat32) {  // fp32 master weights
-    update_range_of_dtypes = a.grad_dtype == kFloat16 ? update_range_f32_f16
-                             : a.grad_dtype == kBFloat16 ? update_range_f32_bf16 : nullptr;
-  }
-  if (!update_range_of_dtypes)
-    throw std::invalid_argument("unsupported (dtype, grad_dtype) pair: masters must be float32 with float16/bfloat16 "
-                                "grads, else both the same float type");
-  update_chunks(update_range_of_dtypes, a, chunks, num_threads);
+  update_chunks(range_update_of(a), a, chunks, num_threads);
 }
 
 void finish(const StepArgs& a, bool advance) {

@@ -34,8 +34,8 @@ struct ChunkArgs {
   unsigned int* blocks_done;  // 0 between launches: the last block resets it
 };
 
-// N elements of T (16 bytes unless a master-weights grad pack), moved with one
-// 128-bit (or 64-bit) global load or store.
+// N elements of T (16 bytes, or the grads, params or bf16 states beside 4 fp32
+// params), moved with one 128-bit (or 64-bit) global load or store.
 template <typename T, int N = 16 / sizeof(T)>
 struct Pack {
   static constexpr int kSize = N;
@@ -47,9 +47,9 @@ template <> struct VectorOf<16> { using type = uint4; };
 template <> struct VectorOf<8> { using type = uint2; };
 
 // Element j of a momentum buffer pack (loaded only when the update reads it), for sgd_math.
-template <typename T, typename M>
+template <typename T, int N, typename M>
 struct BufferInPack {
-  Pack<T>& pack;
+  Pack<T, N>& pack;
   int j;
   __device__ __forceinline__ M load() const { return load_as_math(pack.v, j); }
   __device__ __forceinline__ void store(M value) { store_from_math(pack.v, j, value); }
@@ -85,9 +85,9 @@ __device__ __forceinline__ void store_copy_pack(G* copy, const Pack<T, N>& maste
 // 32-bit offsets from pointers moved to `begin`: fewer registers in the
 // loops): packs of 16 bytes of T when every pointer is 16-byte aligned (the
 // chunk start is a multiple of the pack size), one element at a time for the
-// rest. T: the param (its fp32 master with master weights) and states; G: the
-// grads, and the param written from the master when G is not T.
-template <typename T, typename G, int kKind, bool kFlag>
+// rest. T: the param (its fp32 master with master weights); G: the grads, and
+// the param written from the master when G is not T; S: the states.
+template <typename T, typename G, typename S, int kKind, bool kFlag>
 __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* row, const double* scalars,
                                              int64_t begin, int count, typename math_type<T>::type factor) {
   using M = typename math_type<T>::type;
@@ -95,9 +95,9 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
   constexpr int kPack = Pack<T>::kSize;
   T* __restrict__ param = address_as<T>(row[kParamPtr]) + begin;
   const G* __restrict__ grad = address_as<const G>(row[kGradPtr]) + begin;
-  T* __restrict__ s0 = address_as<T>(row[kState0Ptr]) + begin;
-  T* __restrict__ s1 = address_as<T>(row[kState1Ptr]) + begin;
-  T* __restrict__ s2 = address_as<T>(row[kState2Ptr]) + begin;
+  S* __restrict__ s0 = address_as<S>(row[kState0Ptr]) + begin;
+  S* __restrict__ s1 = address_as<S>(row[kState1Ptr]) + begin;
+  S* __restrict__ s2 = address_as<S>(row[kState2Ptr]) + begin;
   G* __restrict__ copy = address_as<G>(row[kParamCopyPtr]) + begin;
   const bool aligned = ((row[kParamPtr] | row[kGradPtr] | row[kState0Ptr] | row[kState1Ptr] | row[kState2Ptr] |
                          row[kParamCopyPtr]) & 15) == 0;
@@ -107,12 +107,13 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
     const SgdScalars<M> s = sgd_scalars<M>(scalars);
     const bool reads_buffer = s.has_momentum && !s.first_update;
     for (int i = first; i < packed_end; i += stride) {
-      Pack<T> p = load_pack(param + i), buf = {};
+      Pack<T> p = load_pack(param + i);
+      Pack<S, kPack> buf = {};
       const Pack<G, kPack> g = load_pack<G, kPack>(grad + i);
-      if (reads_buffer) buf = load_pack(s0 + i);
+      if (reads_buffer) buf = load_pack<S, kPack>(s0 + i);
 #pragma unroll
       for (int j = 0; j < kPack; ++j) {
-        BufferInPack<T, M> buffer{buf, j};
+        BufferInPack<S, kPack, M> buffer{buf, j};
         store_from_math(p.v, j, sgd_math<kFlag>(s, load_as_math(g.v, j) * factor, load_as_math(p.v, j), buffer));
       }
       if (s.has_momentum) store_pack(s0 + i, buf);
@@ -126,9 +127,10 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
   } else {
     const AdamWScalars<M> s = adamw_scalars<M>(scalars);
     for (int i = first; i < packed_end; i += stride) {
-      Pack<T> p = load_pack(param + i), m = load_pack(s0 + i), v = load_pack(s1 + i), vmax = {};
+      Pack<T> p = load_pack(param + i);
+      Pack<S, kPack> m = load_pack<S, kPack>(s0 + i), v = load_pack<S, kPack>(s1 + i), vmax = {};
       const Pack<G, kPack> g = load_pack<G, kPack>(grad + i);
-      if (kFlag) vmax = load_pack(s2 + i);
+      if (kFlag) vmax = load_pack<S, kPack>(s2 + i);
 #pragma unroll
       for (int j = 0; j < kPack; ++j) {
         M pj = load_as_math(p.v, j), mj = load_as_math(m.v, j), vj = load_as_math(v.v, j);
@@ -185,7 +187,7 @@ __device__ __forceinline__ void end_step(const StepArgs& a, bool count, bool app
   }
 }
 
-template <typename T, typename G, int kKind, bool kFlag>
+template <typename T, typename G, typename S, int kKind, bool kFlag>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM) update_kernel(StepArgs a, ChunkArgs c) {
   using M = typename math_type<T>::type;
   const bool applied = !step_is_skipped(a);
@@ -195,7 +197,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM) update_kernel(StepA
       const int64_t t = c.chunks[2 * k], begin = c.chunks[2 * k + 1];
       const int64_t* row = a.tensors + t * kTensorFields;
       const int64_t end = begin + c.chunk_size < row[kNumel] ? begin + c.chunk_size : row[kNumel];
-      update_chunk<T, G, kKind, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin), factor);
+      update_chunk<T, G, S, kKind, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin), factor);
     }
   }
   // The last block to finish ends the step: the fences make every block's

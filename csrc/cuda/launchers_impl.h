@@ -19,15 +19,16 @@ void counted_launch(void (*kernel)(Params...), unsigned grid, unsigned block, St
   launch(kernel, grid, block, stream, args...);
 }
 
-// T: params (or their fp32 masters) and states; G: grads (and params written from masters).
-template <typename T, typename G = T>
+// T: params (or their fp32 masters); G: grads (and params written from
+// masters); S: states.
+template <typename T, typename G = T, typename S = T>
 void launch_update(const StepArgs& a, const kernels::ChunkArgs& c, unsigned grid, Stream stream) {
   using namespace kernels;
   if (a.kind == kSGD) {
-    counted_launch(a.nesterov ? update_kernel<T, G, kSGD, true> : update_kernel<T, G, kSGD, false>, grid, kBlock,
-                   stream, a, c);
+    counted_launch(a.nesterov ? update_kernel<T, G, S, kSGD, true> : update_kernel<T, G, S, kSGD, false>, grid,
+                   kBlock, stream, a, c);
   } else {
-    counted_launch(a.amsgrad ? update_kernel<T, G, kAdamW, true> : update_kernel<T, G, kAdamW, false>, grid,
+    counted_launch(a.amsgrad ? update_kernel<T, G, S, kAdamW, true> : update_kernel<T, G, S, kAdamW, false>, grid,
                    kBlock, stream, a, c);
   }
 }
@@ -44,20 +45,17 @@ std::string update(int device, void* stream, const StepArgs& a, const int64_t* c
   const kernels::ChunkArgs c{chunks, num_chunks, chunk_size, blocks_done};
   const unsigned grid = (unsigned)(num_chunks < kMaxGrid ? num_chunks : kMaxGrid);
   Stream s = static_cast<Stream>(stream);
-  if (a.dtype == a.grad_dtype) {
-    switch (a.dtype) {
-      case kFloat32: launch_update<float>(a, c, grid, s); break;
-      case kFloat64: launch_update<double>(a, c, grid, s); break;
-      case kFloat16: launch_update<half_bits>(a, c, grid, s); break;
-      case kBFloat16: launch_update<bf16_bits>(a, c, grid, s); break;
-      default: return "unknown dtype code";
-    }
-  } else if (a.dtype == kFloat32 && a.grad_dtype == kFloat16) {  // fp32 master weights
-    launch_update<float, half_bits>(a, c, grid, s);
-  } else if (a.dtype == kFloat32 && a.grad_dtype == kBFloat16) {
-    launch_update<float, bf16_bits>(a, c, grid, s);
-  } else {
-    return "unsupported (dtype, grad_dtype) pair: masters must be float32 with float16/bfloat16 grads";
+  switch (dtype_combination(a)) {
+    case kFloat32Step: launch_update<float>(a, c, grid, s); break;
+    case kFloat64Step: launch_update<double>(a, c, grid, s); break;
+    case kFloat16Step: launch_update<half_bits>(a, c, grid, s); break;
+    case kBFloat16Step: launch_update<bf16_bits>(a, c, grid, s); break;
+    case kFloat16MasterStep: launch_update<float, half_bits>(a, c, grid, s); break;
+    case kBFloat16MasterStep: launch_update<float, bf16_bits>(a, c, grid, s); break;
+    case kFloat32Bf16StateStep: launch_update<float, float, bf16_bits>(a, c, grid, s); break;
+    case kFloat16MasterBf16StateStep: launch_update<float, half_bits, bf16_bits>(a, c, grid, s); break;
+    case kBFloat16MasterBf16StateStep: launch_update<float, bf16_bits, bf16_bits>(a, c, grid, s); break;
+    default: return kUnsupportedDtypes;
   }
   return last_error_text();
 }

@@ -38,6 +38,39 @@ enum ScalarType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 
 
 enum OptimizerKind : int { kSGD = 0, kAdamW = 1 };
 
+// The (params or masters, grads, states) dtypes a step's kernels are built
+// for: each dtype alone, fp32 masters of fp16/bf16 params, and bf16 states
+// beside fp32 params or masters.
+enum DtypeCombination : int {
+  kUnsupportedCombination = -1,
+  kFloat32Step, kFloat64Step, kFloat16Step, kBFloat16Step,
+  kFloat16MasterStep, kBFloat16MasterStep,
+  kFloat32Bf16StateStep, kFloat16MasterBf16StateStep, kBFloat16MasterBf16StateStep,
+};
+constexpr const char kUnsupportedDtypes[] =
+    "unsupported (dtype, grad_dtype, state_dtype): one float type for all, or float32 params (masters of "
+    "float16/bfloat16 params) with bfloat16 or float32 states";
+
+inline DtypeCombination dtype_combination_of(int dtype, int grad_dtype, int state_dtype) {
+  if (dtype == grad_dtype && dtype == state_dtype) {
+    switch (dtype) {
+      case kFloat32: return kFloat32Step;
+      case kFloat64: return kFloat64Step;
+      case kFloat16: return kFloat16Step;
+      case kBFloat16: return kBFloat16Step;
+      default: return kUnsupportedCombination;
+    }
+  }
+  if (dtype != kFloat32 || (state_dtype != kFloat32 && state_dtype != kBFloat16)) return kUnsupportedCombination;
+  const bool bf16_states = state_dtype == kBFloat16;
+  switch (grad_dtype) {
+    case kFloat32: return bf16_states ? kFloat32Bf16StateStep : kFloat32Step;
+    case kFloat16: return bf16_states ? kFloat16MasterBf16StateStep : kFloat16MasterStep;
+    case kBFloat16: return bf16_states ? kBFloat16MasterBf16StateStep : kBFloat16MasterStep;
+    default: return kUnsupportedCombination;
+  }
+}
+
 // The opt-in history ring (opt.enable_history): a float64 buffer of
 // kHistoryHeader values (the number of steps recorded so far, the number of
 // rows), then the rows, one per ended step, oldest overwritten first, of
@@ -73,8 +106,9 @@ enum StepKernelMode : int {
   X(const float*, found_inf)   /* GradScaler's inf/nan flag, null without one */                              \
   X(const double*, clipping)   /* null without max_grad_norm, else kClippingFields values */                  \
   X(int, kind)                 /* OptimizerKind */                                                            \
-  X(int, dtype)                /* ScalarType of the params the kernels update (masters, if any) and states */ \
+  X(int, dtype)                /* ScalarType of the params the kernels update (their masters, if any) */      \
   X(int, grad_dtype)           /* ScalarType of the grads (and of the params written from masters) */        \
+  X(int, state_dtype)          /* ScalarType of the states */                                                 \
   X(bool, maximize)                                                                                           \
   X(bool, nesterov)            /* SGD */                                                                      \
   X(bool, amsgrad)             /* AdamW */                                                                    \
@@ -90,5 +124,9 @@ struct StepArgs {
   FUSEDLR_STEP_ARGS(FUSEDLR_DECLARE_STEP_ARG)
 };
 #undef FUSEDLR_DECLARE_STEP_ARG
+
+inline DtypeCombination dtype_combination(const StepArgs& a) {
+  return dtype_combination_of(a.dtype, a.grad_dtype, a.state_dtype);
+}
 
 }  // namespace fusedlr

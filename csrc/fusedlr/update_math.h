@@ -144,18 +144,18 @@ FUSEDLR_HD void adamw_math(const AdamWScalars<M>& s, M g, M& p, M& m, M& v, M& v
 }
 
 // The element updates on memory, one element at a time (the CPU loops and the
-// CUDA kernels' unaligned path). `param` and the states have the type T the
-// maths runs on (with master weights: the fp32 masters), `grad` its own.
-template <bool kNesterov, typename T, typename G, typename M>
-FUSEDLR_HD void sgd_element(const SgdScalars<M>& s, M factor, T* param, const G* grad, T* momentum_buffer,
+// CUDA kernels' unaligned path). `param` has the type T the maths runs on
+// (with master weights: the fp32 masters), `grad` and the states their own.
+template <bool kNesterov, typename T, typename G, typename S, typename M>
+FUSEDLR_HD void sgd_element(const SgdScalars<M>& s, M factor, T* param, const G* grad, S* momentum_buffer,
                             int64_t i) {
-  BufferAt<T, M> buffer{momentum_buffer, i};
+  BufferAt<S, M> buffer{momentum_buffer, i};
   store_from_math(param, i, sgd_math<kNesterov>(s, load_as_math(grad, i) * factor, load_as_math(param, i), buffer));
 }
 
-template <bool kAmsgrad, typename T, typename G, typename M>
-FUSEDLR_HD void adamw_element(const AdamWScalars<M>& s, M factor, T* param, const G* grad, T* exp_avg,
-                              T* exp_avg_sq, T* max_exp_avg_sq, int64_t i) {
+template <bool kAmsgrad, typename T, typename G, typename S, typename M>
+FUSEDLR_HD void adamw_element(const AdamWScalars<M>& s, M factor, T* param, const G* grad, S* exp_avg,
+                              S* exp_avg_sq, S* max_exp_avg_sq, int64_t i) {
   M p = load_as_math(param, i), m = load_as_math(exp_avg, i), v = load_as_math(exp_avg_sq, i);
   M vmax = kAmsgrad ? load_as_math(max_exp_avg_sq, i) : (M)0;
   adamw_math<kAmsgrad>(s, load_as_math(grad, i) * factor, p, m, v, vmax);

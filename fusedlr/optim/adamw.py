@@ -35,14 +35,14 @@ class AdamW(FusedOptimizer):
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  schedule=None, beta1_schedule=None, weight_decay_schedule=None, backend: str | None = None,
                  max_grad_norm: float | None = None, norm_type: float = 2.0, master_weights: bool = False,
-                 foreach=None, capturable: bool = False,
+                 state_dtype: torch.dtype | None = None, foreach=None, capturable: bool = False,
                  differentiable: bool = False, fused=None):
         check_torch_flags(differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, schedule=schedule, beta1_schedule=beta1_schedule,
                         weight_decay_schedule=weight_decay_schedule)
         self.check_group(defaults)
-        super().__init__(params, defaults, backend, max_grad_norm, norm_type, master_weights)
+        super().__init__(params, defaults, backend, max_grad_norm, norm_type, master_weights, state_dtype)
 
     def check_group(self, group: dict) -> None:
         group["lr"] = check.nonnegative("lr", _number(group["lr"]))

@@ -44,11 +44,16 @@ class FusedOptimizer(torch.optim.Optimizer):
     _step_supports_amp_scaling = True
 
     def __init__(self, params, defaults: dict, backend: str | None, max_grad_norm=None, norm_type=2.0,
-                 master_weights=False):
+                 master_weights=False, state_dtype=None):
         if not isinstance(master_weights, bool):
             raise TypeError(f"master_weights must be True or False, got {master_weights!r}")
+        if state_dtype not in (None, torch.bfloat16):
+            raise ValueError(f"state_dtype must be None (the param's dtype, float32 with master_weights) or "
+                             f"torch.bfloat16, got {state_dtype!r}")
         #: fp16/bf16 params are updated through an fp32 master copy (state "master_param")
         self.master_weights = master_weights
+        #: bfloat16: states kept in bf16 beside fp32 params or masters (maths in fp32); None: see state_dtype_of
+        self.state_dtype = state_dtype
         #: clip the global grad norm of each step to this (None: no clipping), fused into the update
         self.max_grad_norm = clipping.check_max_grad_norm(max_grad_norm)
         #: the norm clipped: p > 0, or inf (largest absolute value), as clip_grad_norm_'s norm_type
@@ -89,18 +94,24 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Is ``param`` updated through an fp32 master copy (master_weights, fp16/bf16)?"""
         return self.master_weights and param.dtype in (torch.float16, torch.bfloat16)
 
-    def state_dtype(self, param: torch.Tensor) -> torch.dtype:
-        """The dtype of ``param``'s state tensors: float32 with a master copy, else the param's."""
+    def math_dtype_of(self, param: torch.Tensor) -> torch.dtype:
+        """The dtype the kernels update ``param`` in: float32 through a master, else its own."""
         return torch.float32 if self.uses_master(param) else param.dtype
 
-    def new_state_tensor(self, param: torch.Tensor) -> torch.Tensor:
-        """A zero state tensor for ``param`` (contiguous, of ``state_dtype``)."""
-        return torch.zeros_like(param, dtype=self.state_dtype(param), memory_format=torch.contiguous_format)
+    def state_dtype_of(self, param: torch.Tensor) -> torch.dtype:
+        """The dtype of ``param``'s state tensors: bfloat16 with state_dtype=bfloat16
+        (beside fp32 params or masters), float32 with a master copy, else the param's."""
+        math = self.math_dtype_of(param)
+        return torch.bfloat16 if self.state_dtype == torch.bfloat16 and math == torch.float32 else math
+
+    def new_state_tensor(self, param: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A zero state tensor for ``param`` (contiguous, of ``state_dtype_of``)."""
+        return torch.zeros_like(param, dtype=dtype or self.state_dtype_of(param), memory_format=torch.contiguous_format)
 
     def _complete(self, param: torch.Tensor, group: dict, state: dict) -> None:
         """``complete_state``, and the fp32 master copy of a param that needs one."""
         if self.uses_master(param) and state.get(MASTER) is None:
-            state[MASTER] = self.new_state_tensor(param).copy_(param.detach())
+            state[MASTER] = self.new_state_tensor(param, torch.float32).copy_(param.detach())
             note_master_in_step(local_tensor(state[MASTER]), local_tensor(param))
         self.complete_state(param, group, state)
 
@@ -198,8 +209,9 @@ class FusedOptimizer(torch.optim.Optimizer):
                 continue
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{where}: state[{name!r}] must be a tensor, got {type(t).__name__}")
-            if t.shape != param.shape or t.dtype != self.state_dtype(param) or t.device != param.device:
-                kept = "" if self.state_dtype(param) == param.dtype else " (kept in float32 with master_weights)"
+            expected = self.math_dtype_of(param) if name == MASTER else self.state_dtype_of(param)
+            if t.shape != param.shape or t.dtype != expected or t.device != param.device:
+                kept = "" if expected == param.dtype else f" (kept in {str(expected).removeprefix('torch.')})"
                 raise RuntimeError(
                     f"{where}: state[{name!r}] is {describe(t)} but the param is now {describe(param)}{kept}: the "
                     "param changed after its optimizer state was made (e.g. Module.double()/.half()/.to() or p.data "

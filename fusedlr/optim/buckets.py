@@ -108,12 +108,16 @@ class Bucket:
     entries: list = field(default_factory=list)
     #: of the grads (and of the params written from masters); None: ``dtype``
     grad_dtype: torch.dtype = None
+    #: of the states; None: ``dtype``
+    state_dtype: torch.dtype = None
     #: the native backend's device pointer tables, kept with the bucket (see native_backend)
     native: object = None
 
     def __post_init__(self):
         if self.grad_dtype is None:
             self.grad_dtype = self.dtype
+        if self.state_dtype is None:
+            self.state_dtype = self.dtype
 
     def write_back(self) -> None:
         """Copy updated contiguous stand-ins back into non-contiguous params."""
@@ -218,10 +222,11 @@ def collect(optimizer) -> dict:
         buckets = by_device.setdefault(p.device, {})
         master = st.get("master_param") if optimizer.uses_master(p) else None
         dtype = p.dtype if master is None else master.dtype  # what the kernels update: the param or its master
-        key = (dtype, p.dtype, *flags)
+        state_dtype = optimizer.state_dtype_of(p)
+        key = (dtype, p.dtype, state_dtype, *flags)
         bucket = buckets.get(key)
         if bucket is None:
-            bucket = buckets[key] = Bucket(p.device, dtype, *flags, grad_dtype=p.dtype)
+            bucket = buckets[key] = Bucket(p.device, dtype, *flags, grad_dtype=p.dtype, state_dtype=state_dtype)
         target, grad = local_tensor(p), local_tensor(p.grad)
         copy_out = None
         if master is None:

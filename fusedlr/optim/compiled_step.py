@@ -75,6 +75,7 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
             work = states[master]
             copy_out = p if p.is_contiguous() else torch.empty_like(p, memory_format=torch.contiguous_format)
         buckets[bucket].dtype, buckets[bucket].grad_dtype = work.dtype, p.dtype
+        buckets[bucket].state_dtype = next((s.dtype for s in entry_states if s is not None), work.dtype)
         buckets[bucket].entries.append(Entry(p, work, g.contiguous(), entry_states, step, group, "",
                                              copy_out=copy_out))
     cache, stepped_tables = _TABLES_BY_COUNTER[global_step.data_ptr()]

@@ -43,13 +43,13 @@ class SGD(FusedOptimizer):
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  schedule=None, momentum_schedule=None, weight_decay_schedule=None, backend: str | None = None,
                  max_grad_norm: float | None = None, norm_type: float = 2.0, master_weights: bool = False,
-                 foreach=None, differentiable: bool = False, fused=None):
+                 state_dtype: torch.dtype | None = None, foreach=None, differentiable: bool = False, fused=None):
         check_torch_flags(differentiable)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, schedule=schedule,
                         momentum_schedule=momentum_schedule, weight_decay_schedule=weight_decay_schedule)
         self.check_group(defaults)
-        super().__init__(params, defaults, backend, max_grad_norm, norm_type, master_weights)
+        super().__init__(params, defaults, backend, max_grad_norm, norm_type, master_weights, state_dtype)
 
     def check_group(self, group: dict) -> None:
         group["lr"] = check.nonnegative("lr", _number(group["lr"]))

@@ -44,6 +44,7 @@ StepArgs make_args(const int64_t* rows, int64_t n, const double* group, int64_t*
   a.kind = kind;
   a.dtype = dtype;
   a.grad_dtype = dtype;
+  a.state_dtype = dtype;
   a.nesterov = kind == kSGD && flag;
   a.amsgrad = kind == kAdamW && flag;
   a.scalars = scalars;
