@@ -25,7 +25,8 @@ def test_quick_run_writes_a_well_formed_json(tmp_path, capsys):
         assert run["copy_bandwidth_bytes_per_s"] > 0
         assert run["bytes_per_step"] == run["numel"] * element * ACCESSES_PER_ELEMENT[run["optimizer"]]
         names = [r["contender"] for r in run["results"]]
-        assert names == ["torch for-loop + sched", "torch foreach + sched", "torch fused + sched", "fusedlr eager"]
+        assert names == ["torch for-loop + sched", "torch foreach + sched", "torch fused + sched", "fusedlr eager",
+                         "fusedlr bf16 states (+ masters)"]
         for r in run["results"]:
             assert "error" not in r, r
             assert len(r["device_ms_all"]) == 2 and r["device_ms"] > 0 and r["host_ms"] > 0
@@ -37,14 +38,15 @@ def test_quick_run_writes_a_well_formed_json(tmp_path, capsys):
 
 def test_clipped_races_beside_unclipped_ones(tmp_path):
     assert cli.main(["--quick", "--device", "cpu", "--preset", "tiny-1000", "--steps", "1", "--warmup", "1",
-                     "--clip", "none", "0.5", "--contender", "fusedlr eager", "--out", str(tmp_path), "--name", "c",
+                     "--clip", "none", "0.5", "--contender", "fusedlr eager", "fusedlr bf16 states (+ masters)", "--out", str(tmp_path), "--name", "c",
                      "--no-plot"]) == 0
     runs = json.loads((tmp_path / "c.json").read_text())["runs"]
     assert [run["max_grad_norm"] for run in runs] == [None, 0.5]
     for run in runs:
         for r in run["results"]:
-            # fp32 AdamW keeps exp_avg and exp_avg_sq: 8 bytes per element, plus the step counters
-            assert 8 <= r["state_bytes_per_param"] < 8.1, r
+            # fp32 AdamW keeps exp_avg and exp_avg_sq: 8 bytes per element (4 in bf16), plus the step counters
+            wanted = 4 if "bf16 states" in r["contender"] else 8
+            assert wanted <= r["state_bytes_per_param"] < wanted + 0.1, r
 
 
 def test_plot_is_written(tmp_path):

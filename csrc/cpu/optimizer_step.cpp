@@ -33,20 +33,21 @@ __attribute__((always_inline)) inline void update_range(const StepArgs& a, const
   const G* grad = address_as<const G>(row[kGradPtr]);
   S* s0 = address_as<S>(row[kState0Ptr]);
   const M f = (M)factor;
+  const auto r = rounding_for<T, S>(a.stochastic_rounding, c.tensor, address_as<const int64_t>(row[kStepPtr]), 0);
   if (a.kind == kSGD) {
     const SgdScalars<M> s = sgd_scalars<M>(scalars);
     if (a.nesterov)
-      for (int64_t i = c.begin; i < c.end; ++i) sgd_element<true>(s, f, param, grad, s0, i);
+      for (int64_t i = c.begin; i < c.end; ++i) sgd_element<true>(s, f, param, grad, s0, i, r);
     else
-      for (int64_t i = c.begin; i < c.end; ++i) sgd_element<false>(s, f, param, grad, s0, i);
+      for (int64_t i = c.begin; i < c.end; ++i) sgd_element<false>(s, f, param, grad, s0, i, r);
   } else {
     const AdamWScalars<M> s = adamw_scalars<M>(scalars);
     S* s1 = address_as<S>(row[kState1Ptr]);
     S* s2 = address_as<S>(row[kState2Ptr]);
     if (a.amsgrad)
-      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<true>(s, f, param, grad, s0, s1, s2, i);
+      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<true>(s, f, param, grad, s0, s1, s2, i, r);
     else
-      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<false>(s, f, param, grad, s0, s1, s2, i);
+      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<false>(s, f, param, grad, s0, s1, s2, i, r);
   }
   if (kMaster) {
     G* copy = address_as<G>(row[kParamCopyPtr]);

@@ -47,12 +47,14 @@ template <> struct VectorOf<16> { using type = uint4; };
 template <> struct VectorOf<8> { using type = uint2; };
 
 // Element j of a momentum buffer pack (loaded only when the update reads it), for sgd_math.
-template <typename T, int N, typename M>
+template <typename T, int N, typename M, typename R>
 struct BufferInPack {
   Pack<T, N>& pack;
   int j;
+  const R& rounding;
+  int64_t element;  // its index in the tensor
   __device__ __forceinline__ M load() const { return load_as_math(pack.v, j); }
-  __device__ __forceinline__ void store(M value) { store_from_math(pack.v, j, value); }
+  __device__ __forceinline__ void store(M value) { store_state_at(pack.v, j, value, rounding, 0, element); }
 };
 
 template <typename T, int N = 16 / sizeof(T)>
@@ -103,6 +105,9 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
                          row[kParamCopyPtr]) & 15) == 0;
   const int packed_end = aligned ? count / kPack * kPack : 0, end = count;
   const int first = (int)threadIdx.x * kPack, stride = (int)blockDim.x * kPack;
+  const auto r = rounding_for<T, S>(a.stochastic_rounding, (row - a.tensors) / kTensorFields,
+                                    address_as<const int64_t>(row[kStepPtr]), begin);
+  using R = std::remove_const_t<decltype(r)>;
   if (kKind == kSGD) {
     const SgdScalars<M> s = sgd_scalars<M>(scalars);
     const bool reads_buffer = s.has_momentum && !s.first_update;
@@ -113,7 +118,7 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
       if (reads_buffer) buf = load_pack<S, kPack>(s0 + i);
 #pragma unroll
       for (int j = 0; j < kPack; ++j) {
-        BufferInPack<S, kPack, M> buffer{buf, j};
+        BufferInPack<S, kPack, M, R> buffer{buf, j, r, begin + i + j};
         store_from_math(p.v, j, sgd_math<kFlag>(s, load_as_math(g.v, j) * factor, load_as_math(p.v, j), buffer));
       }
       if (s.has_momentum) store_pack(s0 + i, buf);
@@ -121,7 +126,7 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
       if (kMaster) store_copy_pack(copy + i, p);
     }
     for (int i = packed_end + (int)threadIdx.x; i < end; i += (int)blockDim.x) {
-      sgd_element<kFlag>(s, factor, param, grad, s0, i);
+      sgd_element<kFlag>(s, factor, param, grad, s0, i, r);
       if (kMaster) copy_out_element(param, copy, i);
     }
   } else {
@@ -137,9 +142,9 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
         M vmaxj = load_as_math(vmax.v, j);
         adamw_math<kFlag>(s, load_as_math(g.v, j) * factor, pj, mj, vj, vmaxj);
         store_from_math(p.v, j, pj);
-        store_from_math(m.v, j, mj);
-        store_from_math(v.v, j, vj);
-        store_from_math(vmax.v, j, vmaxj);
+        store_state_at(m.v, j, mj, r, 0, begin + i + j);
+        store_state_at(v.v, j, vj, r, 1, begin + i + j);
+        store_state_at(vmax.v, j, vmaxj, r, 2, begin + i + j);
       }
       store_pack(s0 + i, m);
       store_pack(s1 + i, v);
@@ -148,7 +153,7 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
       if (kMaster) store_copy_pack(copy + i, p);
     }
     for (int i = packed_end + (int)threadIdx.x; i < end; i += (int)blockDim.x) {
-      adamw_element<kFlag>(s, factor, param, grad, s0, s1, s2, i);
+      adamw_element<kFlag>(s, factor, param, grad, s0, s1, s2, i, r);
       if (kMaster) copy_out_element(param, copy, i);
     }
   }

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "hd.h"
 
 #if defined(__CUDACC__)
@@ -85,5 +87,73 @@ FUSEDLR_HD void store_from_math(float* p, int64_t i, float v) { p[i] = v; }
 FUSEDLR_HD void store_from_math(double* p, int64_t i, double v) { p[i] = v; }
 FUSEDLR_HD void store_from_math(half_bits* p, int64_t i, float v) { p[i].x = detail::float_to_half(v); }
 FUSEDLR_HD void store_from_math(bf16_bits* p, int64_t i, float v) { p[i].x = detail::float_to_bf16(v); }
+
+// Stochastic rounding of bf16 states (stochastic_rounding=True): the value
+// rounds up in magnitude with the probability of its distance from the lower
+// bf16, so the rounding is unbiased; the random bits are a hash of a seed (per
+// tensor, state and update count: StateRounding) and the element index, so
+// runs are reproducible and need no generator state (graph-safe).
+FUSEDLR_HD uint32_t mix32(uint32_t x) {  // a 32-bit integer hash (Chris Wellons' lowbias32)
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// The seeds of tensor `tensor`'s three state slots at its update `update` (0: round to nearest).
+struct StateRounding {
+  uint32_t seeds[3];
+  int64_t first;  // index in the tensor of element 0 of the pointers the element functions get
+};
+
+FUSEDLR_HD StateRounding state_rounding(bool stochastic, int64_t tensor, int64_t update, int64_t first) {
+  StateRounding r{{0u, 0u, 0u}, first};
+  if (!stochastic) return r;
+  const uint32_t base = mix32((uint32_t)tensor ^ mix32((uint32_t)update ^ mix32((uint32_t)(update >> 32))));
+  for (int slot = 0; slot < 3; ++slot) r.seeds[slot] = mix32(base + 0x9e3779b9u * (uint32_t)(slot + 1)) | 1u;
+  return r;
+}
+
+FUSEDLR_HD uint16_t float_to_bf16_stochastic(float f, uint32_t random) {
+  const uint32_t u = detail::float_bits(f);
+  const uint32_t rounded = (u + (random & 0xffffu)) >> 16;  // the magnitude bits: carries round up in magnitude
+  return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);  // nan stays a quiet nan
+}
+
+// Round-to-nearest stores only: kernels whose states cannot be stochastically
+// rounded carry no seeds (no registers spent on them).
+struct NearestRounding {
+  int64_t first;
+};
+
+// The rounding of the states of an update of T params with S states at tensor
+// `tensor`'s update `update`: stochastic (when asked) for bf16 states beside
+// fp32 params, else to nearest.
+template <typename T, typename S>
+FUSEDLR_HD auto rounding_for(bool stochastic, int64_t tensor, const int64_t* update, int64_t first) {
+  if constexpr (std::is_same<S, bf16_bits>::value && !std::is_same<T, S>::value)
+    return state_rounding(stochastic, tensor, stochastic ? *update : 0, first);
+  else
+    return NearestRounding{first};
+}
+
+// Element i of state slot `slot`, element `element` of its tensor: to nearest,
+// or stochastically for bf16 with a seed.
+template <typename T, typename M, typename R>
+FUSEDLR_HD void store_state_at(T* p, int64_t i, M v, const R&, int, int64_t) { store_from_math(p, i, v); }
+
+FUSEDLR_HD void store_state_at(bf16_bits* p, int64_t i, float v, const StateRounding& r, int slot, int64_t element) {
+  const uint32_t seed = r.seeds[slot];
+  p[i].x = seed ? float_to_bf16_stochastic(v, mix32(seed ^ mix32((uint32_t)element ^ (uint32_t)(element >> 32))))
+                : detail::float_to_bf16(v);
+}
+
+// ... with the pointers' element 0 at index r.first of the tensor.
+template <typename T, typename M, typename R>
+FUSEDLR_HD void store_state(T* p, int64_t i, M v, const R& r, int slot) {
+  store_state_at(p, i, v, r, slot, r.first + i);
+}
 
 }  // namespace fusedlr

@@ -112,6 +112,7 @@ enum StepKernelMode : int {
   X(bool, maximize)                                                                                           \
   X(bool, nesterov)            /* SGD */                                                                      \
   X(bool, amsgrad)             /* AdamW */                                                                    \
+  X(bool, stochastic_rounding) /* bf16 states rounded stochastically (scalar_io.h) */                         \
   X(double*, scalars)          /* CUDA: each tensor's scalars for its coming update (update_math.h), */       \
   X(double*, group_values)     /* scratch of kGroupValueFields doubles per group for writing them */         \
   X(double*, next_lr)          /* each group's lr for the next step */                                        \

@@ -99,12 +99,13 @@ FUSEDLR_HD M sgd_math(const SgdScalars<M>& s, M g, M p, Buffer& buffer) {
 }
 
 // A momentum buffer element in memory, for sgd_math.
-template <typename T, typename M>
+template <typename T, typename M, typename R>
 struct BufferAt {
   T* data;
   int64_t i;
+  const R& rounding;
   FUSEDLR_HD M load() const { return load_as_math(data, i); }
-  FUSEDLR_HD void store(M value) { store_from_math(data, i, value); }
+  FUSEDLR_HD void store(M value) { store_state(data, i, value, rounding, 0); }
 };
 
 template <typename M>
@@ -146,22 +147,22 @@ FUSEDLR_HD void adamw_math(const AdamWScalars<M>& s, M g, M& p, M& m, M& v, M& v
 // The element updates on memory, one element at a time (the CPU loops and the
 // CUDA kernels' unaligned path). `param` has the type T the maths runs on
 // (with master weights: the fp32 masters), `grad` and the states their own.
-template <bool kNesterov, typename T, typename G, typename S, typename M>
+template <bool kNesterov, typename T, typename G, typename S, typename M, typename R>
 FUSEDLR_HD void sgd_element(const SgdScalars<M>& s, M factor, T* param, const G* grad, S* momentum_buffer,
-                            int64_t i) {
-  BufferAt<S, M> buffer{momentum_buffer, i};
+                            int64_t i, const R& rounding) {
+  BufferAt<S, M, R> buffer{momentum_buffer, i, rounding};
   store_from_math(param, i, sgd_math<kNesterov>(s, load_as_math(grad, i) * factor, load_as_math(param, i), buffer));
 }
 
-template <bool kAmsgrad, typename T, typename G, typename S, typename M>
+template <bool kAmsgrad, typename T, typename G, typename S, typename M, typename R>
 FUSEDLR_HD void adamw_element(const AdamWScalars<M>& s, M factor, T* param, const G* grad, S* exp_avg,
-                              S* exp_avg_sq, S* max_exp_avg_sq, int64_t i) {
+                              S* exp_avg_sq, S* max_exp_avg_sq, int64_t i, const R& rounding) {
   M p = load_as_math(param, i), m = load_as_math(exp_avg, i), v = load_as_math(exp_avg_sq, i);
   M vmax = kAmsgrad ? load_as_math(max_exp_avg_sq, i) : (M)0;
   adamw_math<kAmsgrad>(s, load_as_math(grad, i) * factor, p, m, v, vmax);
-  store_from_math(exp_avg, i, m);
-  store_from_math(exp_avg_sq, i, v);
-  if (kAmsgrad) store_from_math(max_exp_avg_sq, i, vmax);
+  store_state(exp_avg, i, m, rounding, 0);
+  store_state(exp_avg_sq, i, v, rounding, 1);
+  if (kAmsgrad) store_state(max_exp_avg_sq, i, vmax, rounding, 2);
   store_from_math(param, i, p);
 }
 

@@ -91,6 +91,14 @@ def _fusedlr_master_weights(params, optimizer, max_grad_norm=None):
     return opt, opt.step
 
 
+def _fusedlr_bf16_states(params, optimizer, max_grad_norm=None):
+    """bf16 states beside fp32 params, or beside fp32 masters of half params."""
+    cls = fusedlr.AdamW if optimizer == "adamw" else fusedlr.SGD
+    opt = cls(params, **HYPER[optimizer], schedule=fusedlr_warmup_cosine(), max_grad_norm=max_grad_norm,
+              master_weights=params[0].dtype in HALF, state_dtype=torch.bfloat16)
+    return opt, opt.step
+
+
 class _WithMasters:
     """A torch optimizer over fp32 masters, with the masters counted as its state."""
 
@@ -163,6 +171,7 @@ def contenders(device: torch.device) -> list[Contender]:
         Contender("fusedlr eager", _fusedlr_eager),
         Contender("torch fused fp32 masters + sched", _torch_fused_fp32_masters, dtypes=HALF),
         Contender("fusedlr master weights", _fusedlr_master_weights, dtypes=HALF),
+        Contender("fusedlr bf16 states (+ masters)", _fusedlr_bf16_states, dtypes=(torch.float32, *HALF)),
     ]
     if device.type == "cuda":
         found += [Contender("torch fused capturable graph (const lr)", _torch_fused_capturable_graphed, graphed=True),

@@ -25,7 +25,8 @@ class AdamW(FusedOptimizer):
     (None: constant) move ``betas[0]`` / ``weight_decay`` from the same step
     counter (the bias correction uses the current beta1, as torch does when a
     scheduler cycles it). See :class:`fusedlr.SGD` for ``schedule``,
-    ``max_grad_norm``, ``backend`` and the accepted torch flags.
+    ``max_grad_norm``, ``master_weights``, ``state_dtype``,
+    ``stochastic_rounding``, ``backend`` and the accepted torch flags.
     """
 
     kind = "adamw"
@@ -35,14 +36,15 @@ class AdamW(FusedOptimizer):
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  schedule=None, beta1_schedule=None, weight_decay_schedule=None, backend: str | None = None,
                  max_grad_norm: float | None = None, norm_type: float = 2.0, master_weights: bool = False,
-                 state_dtype: torch.dtype | None = None, foreach=None, capturable: bool = False,
-                 differentiable: bool = False, fused=None):
+                 state_dtype: torch.dtype | None = None, stochastic_rounding: bool = False, foreach=None,
+                 capturable: bool = False, differentiable: bool = False, fused=None):
         check_torch_flags(differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, schedule=schedule, beta1_schedule=beta1_schedule,
                         weight_decay_schedule=weight_decay_schedule)
         self.check_group(defaults)
-        super().__init__(params, defaults, backend, max_grad_norm, norm_type, master_weights, state_dtype)
+        super().__init__(params, defaults, backend, max_grad_norm, norm_type, master_weights, state_dtype,
+                         stochastic_rounding)
 
     def check_group(self, group: dict) -> None:
         group["lr"] = check.nonnegative("lr", _number(group["lr"]))

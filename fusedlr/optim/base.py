@@ -44,7 +44,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     _step_supports_amp_scaling = True
 
     def __init__(self, params, defaults: dict, backend: str | None, max_grad_norm=None, norm_type=2.0,
-                 master_weights=False, state_dtype=None):
+                 master_weights=False, state_dtype=None, stochastic_rounding=False):
         if not isinstance(master_weights, bool):
             raise TypeError(f"master_weights must be True or False, got {master_weights!r}")
         if state_dtype not in (None, torch.bfloat16):
@@ -54,6 +54,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         self.master_weights = master_weights
         #: bfloat16: states kept in bf16 beside fp32 params or masters (maths in fp32); None: see state_dtype_of
         self.state_dtype = state_dtype
+        if not isinstance(stochastic_rounding, bool):
+            raise TypeError(f"stochastic_rounding must be True or False, got {stochastic_rounding!r}")
+        if stochastic_rounding and state_dtype != torch.bfloat16:
+            raise ValueError("stochastic_rounding=True rounds bf16 states: it needs state_dtype=torch.bfloat16")
+        #: bf16 states rounded stochastically (random bits from the update count and element index)
+        self.stochastic_rounding = stochastic_rounding
         #: clip the global grad norm of each step to this (None: no clipping), fused into the update
         self.max_grad_norm = clipping.check_max_grad_norm(max_grad_norm)
         #: the norm clipped: p > 0, or inf (largest absolute value), as clip_grad_norm_'s norm_type

@@ -110,6 +110,8 @@ class Bucket:
     grad_dtype: torch.dtype = None
     #: of the states; None: ``dtype``
     state_dtype: torch.dtype = None
+    #: bf16 states beside fp32 params rounded stochastically
+    stochastic_rounding: bool = False
     #: the native backend's device pointer tables, kept with the bucket (see native_backend)
     native: object = None
 
@@ -226,7 +228,8 @@ def collect(optimizer) -> dict:
         key = (dtype, p.dtype, state_dtype, *flags)
         bucket = buckets.get(key)
         if bucket is None:
-            bucket = buckets[key] = Bucket(p.device, dtype, *flags, grad_dtype=p.dtype, state_dtype=state_dtype)
+            bucket = buckets[key] = Bucket(p.device, dtype, *flags, grad_dtype=p.dtype, state_dtype=state_dtype,
+                                           stochastic_rounding=optimizer.stochastic_rounding)
         target, grad = local_tensor(p), local_tensor(p.grad)
         copy_out = None
         if master is None:

@@ -22,8 +22,8 @@ from .buckets import Bucket, Entry, collect
 # entry_info holds, per entry: group, bucket, and the index in `states` of its
 # state0..state2 and of its fp32 master copy (-1 where the optimizer keeps none).
 _ENTRY_FIELDS = 6
-# bucket_info holds, per bucket: maximize, nesterov, amsgrad.
-_BUCKET_FIELDS = 3
+# bucket_info holds, per bucket: maximize, nesterov, amsgrad, stochastic_rounding.
+_BUCKET_FIELDS = 4
 
 # Each optimizer's kept tables for its compiled steps (with the list of those
 # whose update ended the last step), found from the address of its step counter
@@ -64,7 +64,8 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
     """One device's optimizer step on the native kernel (see native_backend.run).
     ``generation``: the DeviceState's, so the CUDA kernels' per-tensor values
     are rewritten after the tables changed (a new value recompiles)."""
-    buckets = [Bucket(global_step.device, torch.float32, *map(bool, bucket_info[b:b + _BUCKET_FIELDS]))
+    buckets = [Bucket(global_step.device, torch.float32, *map(bool, bucket_info[b:b + _BUCKET_FIELDS - 1]),
+                      stochastic_rounding=bool(bucket_info[b + _BUCKET_FIELDS - 1]))
                for b in range(0, len(bucket_info), _BUCKET_FIELDS)]
     for i, (p, g, step) in enumerate(zip(params, grads, steps)):
         group, bucket, *slots, master = entry_info[_ENTRY_FIELDS * i:_ENTRY_FIELDS * (i + 1)]
@@ -162,7 +163,8 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
             continue
         params, grads, states, steps, entry_info, bucket_info = [], [], [], [], [], []
         for b, bucket in enumerate(buckets):
-            bucket_info += [int(bucket.maximize), int(bucket.nesterov), int(bucket.amsgrad)]
+            bucket_info += [int(bucket.maximize), int(bucket.nesterov), int(bucket.amsgrad),
+                            int(bucket.stochastic_rounding)]
             for e in bucket.entries:
                 slots = []
                 for s in (*e.states, e.work if e.copy_out is not None else None):  # the master last

@@ -120,7 +120,7 @@ def _dtype_code(dtype: torch.dtype) -> int:
 def _bucket_args(bucket: Bucket, tables: NativeTables) -> dict:
     return dict(tensors=tables.table.data_ptr(), num_tensors=len(bucket.entries), dtype=_dtype_code(bucket.dtype),
                 grad_dtype=_dtype_code(bucket.grad_dtype), state_dtype=_dtype_code(bucket.state_dtype),
-                maximize=bucket.maximize, nesterov=bucket.nesterov,
+                stochastic_rounding=bucket.stochastic_rounding, maximize=bucket.maximize, nesterov=bucket.nesterov,
                 amsgrad=bucket.amsgrad)
 
 

@@ -9,7 +9,7 @@ import torch
 from .buckets import Bucket, Entry
 from .device_state import DeviceState
 from .. import _native
-from . import history
+from . import history, stochastic_rounding
 from .group_tables import HYPER_SCHEDULES, group_lrs_at
 
 _MAX_COUNT = 2 ** 63 - 1
@@ -42,7 +42,7 @@ def _grad_factor(grad_scale: torch.Tensor | None, clipping: torch.Tensor | None)
     return factor
 
 
-def _sgd(e: Entry, group: dict, now: dict, bucket: Bucket, factor, skip) -> None:
+def _sgd(e: Entry, group: dict, now: dict, bucket: Bucket, factor, skip, store) -> None:
     math = _math_dtype(bucket.dtype)
     g = _grad(e, math, factor, bucket.maximize)
     p = e.work.to(math)
@@ -56,12 +56,12 @@ def _sgd(e: Entry, group: dict, now: dict, bucket: Bucket, factor, skip) -> None
         moving = g + momentum * buf if bucket.nesterov else buf
         # as torch, a step whose (scheduled) momentum is 0 neither uses nor updates the buffer
         active = momentum != 0
-        _commit(buf_state, torch.where(active, buf, buf_state.to(math)), skip)
+        store(buf_state, torch.where(active, buf, buf_state.to(math)), 0)
         g = torch.where(active, moving, g)
     _commit(e.work, p + (-now["lr"]).to(math) * g, skip)
 
 
-def _adamw(e: Entry, group: dict, now: dict, bucket: Bucket, factor, skip) -> None:
+def _adamw(e: Entry, group: dict, now: dict, bucket: Bucket, factor, skip, store) -> None:
     math = _math_dtype(bucket.dtype)
     lr, beta1, beta2 = now["lr"], now["momentum"], group["betas"][1]
     exp_avg, exp_avg_sq, max_exp_avg_sq = e.states
@@ -72,13 +72,23 @@ def _adamw(e: Entry, group: dict, now: dict, bucket: Bucket, factor, skip) -> No
     p = e.work.to(math) * (1 - lr * now["weight_decay"]).to(math)
     m = torch.lerp(exp_avg.to(math), g, (1 - beta1).to(math))
     v = exp_avg_sq.to(math) * beta2 + (1 - beta2) * g * g
-    _commit(exp_avg, m, skip)
-    _commit(exp_avg_sq, v, skip)
+    store(exp_avg, m, 0)
+    store(exp_avg_sq, v, 1)
     if bucket.amsgrad:
         v = torch.maximum(max_exp_avg_sq.to(math), v)
-        _commit(max_exp_avg_sq, v, skip)
+        store(max_exp_avg_sq, v, 2)
     denom = v.sqrt() / bias2_sqrt.to(math) + group["eps"]
     _commit(e.work, p + (-(lr / bias1)).to(math) * m / denom, skip)
+
+
+def _state_store(bucket: Bucket, e: Entry, t: int, skip):
+    """store(state, value, slot): commits a state slot's new value, rounded to
+    nearest, or stochastically for bf16 states beside fp32 params (with the
+    kernels' random bits: tensor t of the bucket at its update count)."""
+    if not (bucket.stochastic_rounding and bucket.state_dtype == torch.bfloat16 and bucket.dtype != torch.bfloat16):
+        return lambda state, value, slot: _commit(state, value, skip)
+    seeds = stochastic_rounding.seeds(t, e.step)
+    return lambda state, value, slot: _commit(state, stochastic_rounding.to_bf16(value, seeds[slot]), skip)
 
 
 def _scheduled_values(ds: DeviceState, kind: str, param_groups: list[dict]) -> dict:
@@ -104,8 +114,9 @@ def run(ds: DeviceState, buckets: list[Bucket], kind: str, param_groups: list[di
     not_skipped = 1 if skip is None else (~skip).to(torch.int64)
     update = _sgd if kind == "sgd" else _adamw
     for bucket in buckets:
-        for e in bucket.entries:
-            update(e, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket, factor, skip)
+        for t, e in enumerate(bucket.entries):
+            update(e, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket, factor, skip,
+                   _state_store(bucket, e, t, skip))
             if e.copy_out is not None:  # master weights: the param becomes the master's rounding
                 _commit(e.copy_out, e.work, skip)
             _count_step(e.step, not_skipped)

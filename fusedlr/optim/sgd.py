@@ -30,6 +30,13 @@ class SGD(FusedOptimizer):
     unscale), fused into it: the norm in one multi-tensor pass, the clip
     factor applied by the update as it reads each grad (the grads are left as
     they are), no host sync; ``opt.last_grad_norm`` holds the norm measured.
+    ``master_weights=True``: fp16/bf16 params are updated through an fp32 copy
+    in their state (``master_param``, with fp32 states), the param written as
+    its rounding in the same pass. ``state_dtype=torch.bfloat16`` keeps the
+    states in bf16 beside fp32 params or masters (maths in fp32), optionally
+    rounded stochastically (``stochastic_rounding=True``: random bits hashed
+    from the tensor, its update count and the element index, so runs are
+    reproducible and capturable).
     ``backend``: None picks the native kernel of the params' device (else the
     pure-PyTorch reference); "reference", "cpu" or "cuda" force one.
     ``foreach``/``fused`` are accepted for compatibility and ignored (always fused);
@@ -43,13 +50,15 @@ class SGD(FusedOptimizer):
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  schedule=None, momentum_schedule=None, weight_decay_schedule=None, backend: str | None = None,
                  max_grad_norm: float | None = None, norm_type: float = 2.0, master_weights: bool = False,
-                 state_dtype: torch.dtype | None = None, foreach=None, differentiable: bool = False, fused=None):
+                 state_dtype: torch.dtype | None = None, stochastic_rounding: bool = False, foreach=None,
+                 differentiable: bool = False, fused=None):
         check_torch_flags(differentiable)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, schedule=schedule,
                         momentum_schedule=momentum_schedule, weight_decay_schedule=weight_decay_schedule)
         self.check_group(defaults)
-        super().__init__(params, defaults, backend, max_grad_norm, norm_type, master_weights, state_dtype)
+        super().__init__(params, defaults, backend, max_grad_norm, norm_type, master_weights, state_dtype,
+                         stochastic_rounding)
 
     def check_group(self, group: dict) -> None:
         group["lr"] = check.nonnegative("lr", _number(group["lr"]))

@@ -125,6 +125,7 @@ bool run(Case<T> device_case) {
     StepArgs serial_args = a;
     serial_args.global_step = &serial_step;
     const GroupValues values = group_values(serial_args, 0, serial_step);
+    const NearestRounding nearest{0};
     for (int64_t t = 0; t < n; ++t) {
       double row[kTensorScalarFields];
       tensor_scalars(serial.kind, group, values, serial.counts[t], row);
@@ -132,16 +133,16 @@ bool run(Case<T> device_case) {
       for (int64_t i = 0; i < serial.sizes[t]; ++i) {
         if (serial.kind == kSGD) {
           const SgdScalars<M> sc = sgd_scalars<M>(row);
-          if (serial.flag) sgd_element<true>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i);
-          else sgd_element<false>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i);
+          if (serial.flag) sgd_element<true>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i, nearest);
+          else sgd_element<false>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i, nearest);
         } else {
           const AdamWScalars<M> sc = adamw_scalars<M>(row);
           if (serial.flag)
             adamw_element<true>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
-                                serial.tensor(t, 3), serial.tensor(t, 4), i);
+                                serial.tensor(t, 3), serial.tensor(t, 4), i, nearest);
           else
             adamw_element<false>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
-                                 serial.tensor(t, 3), serial.tensor(t, 4), i);
+                                 serial.tensor(t, 3), serial.tensor(t, 4), i, nearest);
         }
       }
       ++serial.counts[t];
