@@ -3,7 +3,8 @@
 AdamW (plain, AMSGrad) in fp32, fp16, bf16 and fp64, over odd, tiny, empty and
 misaligned (storage offset 1) params, with a GradScaler-skipped step, a step
 without grads, a plateau report, grads moving between steps, and a CUDA graph
-capture replayed a few times."""
+capture replayed a few times; then fp32 master weights, bf16 states with
+stochastic rounding and fused grad-norm clipping."""
 import torch
 
 import fusedlr
@@ -54,6 +55,12 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
     for cls, options in ((fusedlr.SGD, dict(momentum=0.9, nesterov=True)), (fusedlr.SGD, dict(momentum=0.0)),
                          (fusedlr.AdamW, dict(amsgrad=True)), (fusedlr.AdamW, {})):
         run(cls, options, dtype)
+# the mixed-dtype kernels: fp32 masters of half params, bf16 states (stochastically rounded), fused clipping
+LARGE_RUN = dict(max_grad_norm=1.0, state_dtype=torch.bfloat16, stochastic_rounding=True)
+for dtype in (torch.float32, torch.float16, torch.bfloat16):
+    for cls, options in ((fusedlr.SGD, dict(momentum=0.9)), (fusedlr.AdamW, dict(amsgrad=True)), (fusedlr.AdamW, {})):
+        run(cls, dict(options, master_weights=True), dtype)
+        run(cls, dict(options, master_weights=True, **LARGE_RUN), dtype)
 print(S.Cosine(10).values(range(20), [0.1], backend="cuda").sum().item())
 torch.cuda.synchronize()
 print("workload done")

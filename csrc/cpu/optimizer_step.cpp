@@ -17,23 +17,18 @@ constexpr int64_t kChunk = 1 << 15;
 
 struct Chunk { int64_t tensor, begin, end; };
 
-// always inlined, so each ISA variant below compiles the loops for its own vectors.
+// The element loops of one chunk with the states rounded by `r`. Always
+// inlined, so each ISA variant below compiles the loops for its own vectors.
 // T: params (their fp32 masters with master weights); G: grads (and, when G is
 // not T, the params written as the masters' rounding); S: states.
-template <typename T, typename G = T, typename S = T>
-__attribute__((always_inline)) inline void update_range(const StepArgs& a, const std::vector<GroupValues>& values,
-                                                        double factor, const Chunk& c) {
+template <typename T, typename G, typename S, typename R>
+__attribute__((always_inline)) inline void update_elements(const StepArgs& a, const double* scalars, double factor,
+                                                           const int64_t* row, const Chunk& c, const R& r) {
   using M = typename math_type<T>::type;
-  constexpr bool kMaster = !std::is_same<T, G>::value;
-  const int64_t* row = a.tensors + c.tensor * kTensorFields;
-  const int64_t g = row[kGroup];
-  double scalars[kTensorScalarFields];
-  tensor_scalars(a.kind, a.groups + g * kGroupFields, values[g], *address_as<int64_t>(row[kStepPtr]), scalars);
   T* param = address_as<T>(row[kParamPtr]);
   const G* grad = address_as<const G>(row[kGradPtr]);
   S* s0 = address_as<S>(row[kState0Ptr]);
   const M f = (M)factor;
-  const auto r = rounding_for<T, S>(a.stochastic_rounding, c.tensor, address_as<const int64_t>(row[kStepPtr]), 0);
   if (a.kind == kSGD) {
     const SgdScalars<M> s = sgd_scalars<M>(scalars);
     if (a.nesterov)
@@ -49,9 +44,24 @@ __attribute__((always_inline)) inline void update_range(const StepArgs& a, const
     else
       for (int64_t i = c.begin; i < c.end; ++i) adamw_element<false>(s, f, param, grad, s0, s1, s2, i, r);
   }
-  if (kMaster) {
+}
+
+template <typename T, typename G = T, typename S = T>
+__attribute__((always_inline)) inline void update_range(const StepArgs& a, const std::vector<GroupValues>& values,
+                                                        double factor, const Chunk& c) {
+  const int64_t* row = a.tensors + c.tensor * kTensorFields;
+  const int64_t g = row[kGroup];
+  double scalars[kTensorScalarFields];
+  tensor_scalars(a.kind, a.groups + g * kGroupFields, values[g], *address_as<int64_t>(row[kStepPtr]), scalars);
+  const auto r = rounding_for<T, S>(a.stochastic_rounding, c.tensor, address_as<const int64_t>(row[kStepPtr]), 0);
+  if (std::is_same<decltype(r), const StateRounding>::value && !a.stochastic_rounding)
+    update_elements<T, G, S>(a, scalars, factor, row, c, NearestRounding{0});  // no seeds: vectorised loops
+  else
+    update_elements<T, G, S>(a, scalars, factor, row, c, r);
+  if (!std::is_same<T, G>::value) {  // master weights: the params become the masters' rounding
+    const T* master = address_as<const T>(row[kParamPtr]);
     G* copy = address_as<G>(row[kParamCopyPtr]);
-    for (int64_t i = c.begin; i < c.end; ++i) copy_out_element(param, copy, i);
+    for (int64_t i = c.begin; i < c.end; ++i) copy_out_element(master, copy, i);
   }
 }
 

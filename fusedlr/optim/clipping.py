@@ -63,7 +63,8 @@ def clip(work: dict, devices: dict, max_norm: float, norm_type: float, grad_scal
 def total_norm(work: dict, norm_type: float, grad_scale: torch.Tensor | None, first: torch.device) -> torch.Tensor:
     """The ``norm_type`` norm of all grads in ``work`` as one vector, on
     ``first``: per-tensor norms by ``torch._foreach_norm`` (accumulated in
-    float32, float64 for float64 grads), then the norm of those norms, as
+    float32, float64 for float64 grads; bf16 grads on the CPU give bf16
+    norms, as torch's), then the norm of those norms, as
     ``torch.nn.utils.get_total_norm``. A DTensor's local shards give partial
     norms, reduced over the mesh dims it is sharded on."""
     plain, sharded = {}, {}
@@ -90,8 +91,16 @@ def total_norm(work: dict, norm_type: float, grad_scale: torch.Tensor | None, fi
 
 def _tensor_norms(groups: dict, norm_type: float, accumulate: torch.dtype, inv_scale, first: torch.device) -> list:
     norms = []
-    for (device, _), grads in groups.items():
-        these = torch._foreach_norm(grads, norm_type, dtype=accumulate)
+    for (device, dtype), grads in groups.items():
+        if device.type == "cpu" and dtype == torch.bfloat16:
+            # torch's CPU norm of bf16 accumulates in fp32 and rounds the result to bf16 (as clip_grad_norm_
+            # computes it); asking for a float32 result converts every element first, 10x slower
+            these = [n.to(accumulate) for n in torch._foreach_norm(grads, norm_type)]
+        else:  # fp16 in fp32 always: a norm past 65504 would be inf and clip every grad to 0
+            try:
+                these = torch._foreach_norm(grads, norm_type, dtype=accumulate)
+            except TypeError:  # a torch whose _foreach_norm takes no dtype
+                these = [torch.linalg.vector_norm(g, norm_type, dtype=accumulate) for g in grads]
         if inv_scale is not None:  # norm(g * s) = norm(g) * s for s > 0
             these = torch._foreach_mul(these, inv_scale.to(device=device, dtype=accumulate))
         norms += [n.to(first, non_blocking=True) for n in these]
