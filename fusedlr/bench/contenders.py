@@ -107,7 +107,7 @@ class _WithMasters:
 
     @property
     def state(self) -> dict:
-        return {**self.opt.state, **{m: {"master": m} for m in self.masters}}
+        return {i: {**self.opt.state.get(m, {}), "master": m} for i, m in enumerate(self.masters)}
 
 
 def _torch_fused_fp32_masters(params, optimizer, max_grad_norm=None):
