@@ -128,6 +128,39 @@ def check_clipping(layout, norm_type, backend):
     assert _max_error(params_a, params_b) < 1e-5
 
 
+def check_master_weights(backend):
+    """bf16 DTensor params with master_weights: the masters (DTensors, sharded
+    like their params) follow torch.optim on fp32 copies of the same sharded
+    params; the global grad norm of bf16 shards (measured, not clipping here:
+    on the CPU it is rounded to bf16, as torch's norm of bf16 grads)."""
+    import fusedlr
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+    choice = lambda ndim: [Shard(0)]  # noqa: E731
+    params_a = _dtensor_params(choice, 0)  # fp32: the oracle's
+    params_b = [torch.nn.Parameter(p.detach().to(torch.bfloat16)) for p in _dtensor_params(choice, 0)]
+    with torch.no_grad():  # the same starting values: the bf16 ones
+        for a, b in zip(params_a, params_b):
+            a.copy_(b.to(torch.float32))
+    t_opt = torch.optim.AdamW(params_a, lr=0.05)
+    f_opt = fusedlr.AdamW(params_b, lr=0.05, backend=backend, master_weights=True, max_grad_norm=1e9)
+    for step in range(STEPS):
+        gen = torch.Generator().manual_seed(400 + step)
+        for a, b in zip(params_a, params_b):
+            g = distribute_tensor(torch.randn(a.shape, generator=gen).to(torch.bfloat16), a.device_mesh, a.placements)
+            a.grad, b.grad = g.to(torch.float32), g
+        norm = float(torch.nn.utils.clip_grad_norm_(params_a, 1e9).full_tensor())
+        t_opt.step()
+        f_opt.step()
+        assert abs(float(f_opt.last_grad_norm) - norm) <= 1e-2 * norm, (float(f_opt.last_grad_norm), norm)
+    masters = [f_opt.state[b]["master_param"] for b in params_b]
+    assert all(isinstance(m, DTensor) and m.placements == b.placements and m.dtype == torch.float32
+               for m, b in zip(masters, params_b))
+    error = _max_error(params_a, masters)
+    assert error < 1e-5, error
+    for m, b in zip(masters, params_b):
+        assert torch.equal(m.to_local().to(torch.bfloat16), b.detach().to_local())
+
+
 def check_grad_placement_refused(backend):
     """A grad sharded unlike its param is refused by name, nothing updated."""
     import fusedlr
@@ -309,6 +342,7 @@ def checks(backends):
         # (torch has no inf norm of FSDP2's empty bias shard)
         for layout, norm_type in (("fsdp2", 2.0), ("2d-Replicate-Shard(0)", 2.0), ("2d-Replicate-Shard(0)", math.inf)):
             names[f"clipping-{layout}-norm{norm_type:g}-{backend}"] = (WORLD, check_clipping, layout, norm_type, backend)
+        names[f"master-weights-Shard(0)-{backend}"] = (WORLD, check_master_weights, backend)
         names[f"grad-placement-refused-{backend}"] = (WORLD, check_grad_placement_refused, backend)
         names[f"dtensor-grad-on-plain-param-{backend}"] = (WORLD, check_dtensor_grad_on_plain_param_refused, backend)
         names[f"dcp-resume-{backend}"] = (WORLD, check_dcp_resume, backend)

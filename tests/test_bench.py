@@ -38,8 +38,9 @@ def test_quick_run_writes_a_well_formed_json(tmp_path, capsys):
 
 def test_clipped_races_beside_unclipped_ones(tmp_path):
     assert cli.main(["--quick", "--device", "cpu", "--preset", "tiny-1000", "--steps", "1", "--warmup", "1",
-                     "--clip", "none", "0.5", "--contender", "fusedlr eager", "fusedlr bf16 states (+ masters)", "--out", str(tmp_path), "--name", "c",
-                     "--no-plot"]) == 0
+                     "--clip", "none", "0.5",
+                     "--contender", "fusedlr eager", "fusedlr bf16 states (+ masters)",
+                     "--out", str(tmp_path), "--name", "c", "--no-plot"]) == 0
     runs = json.loads((tmp_path / "c.json").read_text())["runs"]
     assert [run["max_grad_norm"] for run in runs] == [None, 0.5]
     for run in runs:

@@ -47,7 +47,8 @@ def _run(kind, backend, max_norm, norm_type, dtype=torch.float32, steps=8):
         t_sched.step()
         f_opt.step()
         # torch's norm of half-precision grads is rounded to their dtype
-        assert float(f_opt.last_grad_norm) == pytest.approx(torch_norms[-1], rel=1e-6 if dtype == torch.float32 else 1e-2)
+        tolerance = 1e-6 if dtype == torch.float32 else 1e-2
+        assert float(f_opt.last_grad_norm) == pytest.approx(torch_norms[-1], rel=tolerance)
         # the grads are left as backward wrote them
         assert all((a is None and p.grad is None) or torch.equal(a, p.grad) for a, p in zip(raw, fp))
     return tp, fp, f_opt, torch_norms

@@ -112,7 +112,8 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def new_state_tensor(self, param: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A zero state tensor for ``param`` (contiguous, of ``state_dtype_of``)."""
-        return torch.zeros_like(param, dtype=dtype or self.state_dtype_of(param), memory_format=torch.contiguous_format)
+        return torch.zeros_like(param, dtype=dtype or self.state_dtype_of(param),
+                                memory_format=torch.contiguous_format)
 
     def _complete(self, param: torch.Tensor, group: dict, state: dict) -> None:
         """``complete_state``, and the fp32 master copy of a param that needs one."""
@@ -134,7 +135,8 @@ class FusedOptimizer(torch.optim.Optimizer):
     def state_keys(self) -> tuple:
         """The state keys the kernels read: the state tensors (the master copy
         with master_weights) and "step"."""
-        return tuple(name for name in self.state_names if name) + ((MASTER,) if self.master_weights else ()) + ("step",)
+        master = (MASTER,) if self.master_weights else ()
+        return tuple(name for name in self.state_names if name) + master + ("step",)
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -524,8 +526,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Record the last ``capacity`` steps on the device, inside the step
         itself (no extra launch, no sync): each step's schedule step, whether
         it was applied (False: skipped by GradScaler), its grad norm (with
-        ``max_grad_norm``) and every group's lr in it; ``history()`` reads them. 0 stops recording. Enable it before
-        capturing a CUDA graph: a graph captured before the ring was made or
+        ``max_grad_norm``) and every group's lr in it; ``history()`` reads
+        them. 0 stops recording. Enable it before capturing a CUDA graph: a graph captured before the ring was made or
         resized keeps writing to the old one (kept alive, never freed), so
         capture it again."""
         self._history_capacity = check_integer("capacity", capacity, 0, 10_000_000)

@@ -101,7 +101,7 @@ class Entry:
 @dataclass
 class Bucket:
     device: torch.device
-    dtype: torch.dtype  # of the tensors the kernels update: params (their fp32 masters) and states
+    dtype: torch.dtype  # of the params the kernels update (or of their fp32 masters)
     maximize: bool
     nesterov: bool
     amsgrad: bool

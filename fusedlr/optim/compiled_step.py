@@ -135,7 +135,8 @@ def _cached_tables(cache: dict, bucket: Bucket, device_kernels: bool):
     """A kept native table for the same tensors (native_backend rewrites the
     grad column itself when only grads moved)."""
     key = (bucket.device, bucket.dtype, tuple(
-        (e.work.data_ptr(), e.step.data_ptr(), e.work.numel(), e.group, native_backend._ptr(e.copy_out),
+        (e.work.data_ptr(), e.step.data_ptr(), e.work.numel(), e.group,
+         e.copy_out.data_ptr() if e.copy_out is not None else 0,
          *(s.data_ptr() if s is not None else 0 for s in e.states)) for e in bucket.entries))
     tables = cache.pop(key, None)
     if tables is None:
@@ -181,5 +182,6 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
             -1 if ds.plateau_schedule is not None else ds.generation
         history = ds.history if ds.history is not None else ds.no_history
         torch.ops.fusedlr.native_step(params, grads, states, steps, ds.step, ds.next_lr, ds.applied, ds.groups,
-                                      ds.program, ds.plateau, ds.group_values, history, scale, inf, clipping, entry_info,
-                                      bucket_info, optimizer.kind, len(optimizer.param_groups), backend, generation)
+                                      ds.program, ds.plateau, ds.group_values, history, scale, inf, clipping,
+                                      entry_info, bucket_info, optimizer.kind, len(optimizer.param_groups), backend,
+                                      generation)
