@@ -74,12 +74,12 @@ inline void export_step_layout(pybind11::module_& m) {
   pybind11::dict group_fields;
   group_fields["base_lr"] = int(kBaseLr);
   group_fields["weight_decay"] = int(kWeightDecay);
-  group_fields["momentum"] = int(kMomentum);
-  group_fields["dampening"] = int(kDampening);
-  group_fields["eps"] = int(kEps);
+  group_fields["hyper1"] = int(kHyper1);
+  group_fields["hyper2"] = int(kHyper2);
+  group_fields["hyper3"] = int(kHyper3);
   group_fields["program"] = int(kProgram);
   group_fields["weight_decay_program"] = int(kWeightDecayProgram);
-  group_fields["momentum_program"] = int(kMomentumProgram);
+  group_fields["hyper1_program"] = int(kHyper1Program);
   m.attr("GROUP_FIELDS") = group_fields;
   m.attr("NUM_GROUP_FIELDS") = int(kGroupFields);
   pybind11::dict dtypes;
@@ -89,8 +89,9 @@ inline void export_step_layout(pybind11::module_& m) {
   dtypes["bfloat16"] = int(kBFloat16);
   m.attr("DTYPES") = dtypes;
   pybind11::dict kinds;
-  kinds["sgd"] = int(kSGD);
-  kinds["adamw"] = int(kAdamW);
+#define FUSEDLR_NAME_KIND(kind, name) kinds[#name] = int(kind);
+  FUSEDLR_OPTIMIZER_KINDS(FUSEDLR_NAME_KIND)
+#undef FUSEDLR_NAME_KIND
   m.attr("OPTIMIZER_KINDS") = kinds;
   pybind11::dict plateau_fields;
   plateau_fields["max_mode"] = int(kPlateauMaxMode);

@@ -16,6 +16,8 @@ KINDS = {
               dict(lr=1e-2, weight_decay=0.1)),
     "adamw-amsgrad": (lambda ps: torch.optim.AdamW(ps, lr=1e-2, amsgrad=True), fusedlr.AdamW,
                       dict(lr=1e-2, amsgrad=True)),
+    "adam-l2": (lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=0.1), fusedlr.Adam,
+                dict(lr=1e-2, weight_decay=0.1)),
     "sgd-nesterov": (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
                      fusedlr.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
 }

@@ -65,6 +65,8 @@ OPTIMIZERS = {
                                               schedule=_schedule(), backend=backend),
     "adamw": lambda params, backend: fusedlr.AdamW(params, lr=1e-2, amsgrad=True, schedule=_schedule(),
                                                   backend=backend),
+    "adam": lambda params, backend: fusedlr.Adam(params, lr=1e-2, weight_decay=1e-2, schedule=_schedule(),
+                                                backend=backend),
 }
 
 

@@ -28,6 +28,8 @@ OPTIMIZERS = {
                                       momentum_schedule=S.one_cycle_momentum(REPLAYS + 5)),
     "adamw": lambda params: fusedlr.AdamW(params, lr=1e-3, schedule=S.warmup_stable_decay(5, 10, 10),
                                           weight_decay_schedule=S.Cosine(REPLAYS + 5)),
+    "adam": lambda params: fusedlr.Adam(params, lr=1e-3, weight_decay=1e-2, amsgrad=True,
+                                        schedule=S.warmup_stable_decay(5, 10, 10)),
 }
 
 

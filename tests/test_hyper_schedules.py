@@ -38,6 +38,8 @@ TORCH_OPTIMIZERS = {
             "momentum_schedule"),
     "adamw": (lambda ps: torch.optim.AdamW(ps, lr=0.01, amsgrad=True),
               lambda ps, lr=0.01, **kw: fusedlr.AdamW(ps, lr=lr, amsgrad=True, **kw), "beta1_schedule"),
+    "adam": (lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=1e-2),
+             lambda ps, lr=0.01, **kw: fusedlr.Adam(ps, lr=lr, weight_decay=1e-2, **kw), "beta1_schedule"),
 }
 
 

@@ -14,6 +14,7 @@ HALF = [torch.bfloat16, torch.float16]
 KINDS = {
     "adamw": (torch.optim.AdamW, fusedlr.AdamW, dict(lr=1e-2, weight_decay=0.1)),
     "adamw-amsgrad": (torch.optim.AdamW, fusedlr.AdamW, dict(lr=1e-2, amsgrad=True)),
+    "adam-l2": (torch.optim.Adam, fusedlr.Adam, dict(lr=1e-2, weight_decay=0.1)),
     "sgd-nesterov": (torch.optim.SGD, fusedlr.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
 }
 

@@ -51,7 +51,8 @@ OPTIMIZERS = [(fusedlr.SGD, dict(momentum=0.9, nesterov=True, weight_decay=1e-2,
                                   weight_decay_schedule=S.Anneal(1.0, 3.0, 3), max_grad_norm=0.5,
                                   norm_type=float("inf"))),
               (fusedlr.AdamW, dict(amsgrad=True, maximize=True, beta1_schedule=S.one_cycle_momentum(5),
-                                   weight_decay_schedule=S.Cosine(3), max_grad_norm=1.0))]
+                                   weight_decay_schedule=S.Cosine(3), max_grad_norm=1.0)),
+              (fusedlr.Adam, dict(weight_decay=1e-2, weight_decay_schedule=S.Cosine(3)))]
 
 
 def _train(case, name, backend, with_scaler):

@@ -30,9 +30,10 @@ def _snapshot(opt, params):
 
 @pytest.mark.parametrize("make", [
     lambda ps: (torch.optim.AdamW(ps, lr=1e-2, amsgrad=True), fusedlr.AdamW, dict(lr=1e-2, amsgrad=True)),
+    lambda ps: (torch.optim.Adam(ps, lr=1e-2, weight_decay=0.1), fusedlr.Adam, dict(lr=1e-2, weight_decay=0.1)),
     lambda ps: (torch.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=0.1), fusedlr.SGD,
                 dict(lr=0.05, momentum=0.9, dampening=0.1)),
-], ids=["adamw", "sgd-momentum"])
+], ids=["adamw", "adam-l2", "sgd-momentum"])
 def test_grad_scaler_unscales_and_skips_like_torch(make, backend):
     base = make_params()
     device = device_for(backend)

@@ -65,6 +65,27 @@ def test_adamw_matches_torch(options, backend):
         assert int(f_opt.state[p_f]["step"]) == int(t_opt.state[p_t]["step"])
 
 
+ADAM_CASES = [
+    dict(amsgrad=amsgrad, weight_decay=wd, maximize=maximize, betas=betas, eps=eps)
+    for amsgrad, wd, maximize, (betas, eps) in itertools.product(
+        [False, True], [0.0, 0.1], [False, True], [((0.9, 0.999), 1e-8), ((0.8, 0.95), 1e-6)])
+]
+
+
+@pytest.mark.parametrize("options", ADAM_CASES, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_adam_matches_torch(options, backend):
+    """fusedlr.Adam against torch.optim.Adam: weight decay as an L2 term on the grad."""
+    schedule = ["step", "warmup-cosine", "onecycle", "none"][ADAM_CASES.index(options) % 4]
+    groups = [dict(options, lr=3e-3), dict(options, lr=1e-3, weight_decay=0.05)]
+    tp, fp, t_opt, f_opt = run_side_by_side(torch.optim.Adam, fusedlr.Adam, groups, SCHEDULERS[schedule], STEPS,
+                                            backend)
+    assert max_relative_error(tp, fp) < RTOL
+    for p_t, p_f in zip(tp, fp):
+        for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if options["amsgrad"] else ()):
+            assert max_relative_error([t_opt.state[p_t][key]], [f_opt.state[p_f][key]]) < RTOL
+        assert int(f_opt.state[p_f]["step"]) == int(t_opt.state[p_t]["step"])
+
+
 def test_groups_with_different_modes_and_schedules(backend):
     """Groups differing in nesterov/maximize land in separate kernel buckets;
     a per-group schedule overrides the optimizer's."""

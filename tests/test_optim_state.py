@@ -14,6 +14,7 @@ SCHEDULE = S.with_warmup(S.Cosine(60, eta_min=1e-4), 10)
 OPTIMIZERS = {
     "sgd": lambda ps, backend: fusedlr.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, schedule=SCHEDULE, backend=backend),
     "adamw": lambda ps, backend: fusedlr.AdamW(ps, lr=1e-2, amsgrad=True, schedule=SCHEDULE, backend=backend),
+    "adam": lambda ps, backend: fusedlr.Adam(ps, lr=1e-2, weight_decay=0.1, schedule=SCHEDULE, backend=backend),
 }
 
 
@@ -101,6 +102,33 @@ def test_fusedlr_checkpoint_loads_into_torch_adamw(backend):
     t_opt.load_state_dict(_through_bytes(f_opt.state_dict()))
     _step_together(base, range(25, 60), t_params, t_opt.step, f_params, f_opt.step)
     assert max_relative_error(t_params, f_params) < 1e-5
+
+
+def test_torch_adam_checkpoint_loads_into_fusedlr_adam_and_back(backend):
+    base = make_params()
+    t_params = clone_params(base)
+    t_opt = torch.optim.Adam(t_params, lr=1e-2, weight_decay=0.1, amsgrad=True)
+    _run(t_opt, t_params, base, 20)
+    f_params = clone_params(t_params, device_for(backend))
+    f_opt = fusedlr.Adam(f_params, lr=1e-2, weight_decay=0.1, amsgrad=True, backend=backend)
+    f_opt.load_state_dict(_through_bytes(t_opt.state_dict()))
+    _step_together(base, range(20, 50), t_params, t_opt.step, f_params, f_opt.step)
+    assert max_relative_error(t_params, f_params) < 1e-5
+    back = clone_params(f_params)
+    t_back = torch.optim.Adam(back, lr=1e-2, weight_decay=0.1, amsgrad=True)
+    t_back.load_state_dict(_through_bytes(f_opt.state_dict()))
+    _step_together(base, range(50, 70), back, t_back.step, f_params, f_opt.step)
+    assert max_relative_error(back, f_params) < 1e-5
+
+
+def test_adam_and_adamw_checkpoints_do_not_cross():
+    """Same state keys, other maths: a fusedlr checkpoint says which it is."""
+    params = [torch.nn.Parameter(torch.ones(3))]
+    adam = fusedlr.Adam(params)
+    with pytest.raises(ValueError, match="from fusedlr.Adam; it cannot be loaded into fusedlr.AdamW"):
+        fusedlr.AdamW(params).load_state_dict(adam.state_dict())
+    with pytest.raises(ValueError, match="decoupled_weight_decay=True is AdamW"):
+        fusedlr.Adam(params, decoupled_weight_decay=True)
 
 
 def test_torch_sgd_checkpoint_loads_into_fusedlr(backend):

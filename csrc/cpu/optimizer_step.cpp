@@ -29,20 +29,20 @@ __attribute__((always_inline)) inline void update_elements(const StepArgs& a, co
   const G* grad = address_as<const G>(row[kGradPtr]);
   S* s0 = address_as<S>(row[kState0Ptr]);
   const M f = (M)factor;
-  if (a.kind == kSGD) {
+  if (element_update_of(a.kind) == kSgdUpdate) {
     const SgdScalars<M> s = sgd_scalars<M>(scalars);
     if (a.nesterov)
       for (int64_t i = c.begin; i < c.end; ++i) sgd_element<true>(s, f, param, grad, s0, i, r);
     else
       for (int64_t i = c.begin; i < c.end; ++i) sgd_element<false>(s, f, param, grad, s0, i, r);
   } else {
-    const AdamWScalars<M> s = adamw_scalars<M>(scalars);
+    const AdamScalars<M> s = adam_scalars<M>(scalars);
     S* s1 = address_as<S>(row[kState1Ptr]);
     S* s2 = address_as<S>(row[kState2Ptr]);
     if (a.amsgrad)
-      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<true>(s, f, param, grad, s0, s1, s2, i, r);
+      for (int64_t i = c.begin; i < c.end; ++i) adam_element<true>(s, f, param, grad, s0, s1, s2, i, r);
     else
-      for (int64_t i = c.begin; i < c.end; ++i) adamw_element<false>(s, f, param, grad, s0, s1, s2, i, r);
+      for (int64_t i = c.begin; i < c.end; ++i) adam_element<false>(s, f, param, grad, s0, s1, s2, i, r);
   }
 }
 
@@ -121,6 +121,7 @@ void update_chunks(RangeUpdate update_range_of_dtype, const StepArgs& a, const s
 }  // namespace
 
 void update(const StepArgs& a, int num_threads) {
+  if (element_update_of(a.kind) == kUnknownUpdate) throw std::invalid_argument(kUnknownOptimizerKind);
   if (step_is_skipped(a)) return;
   std::vector<Chunk> chunks;
   for (int64_t t = 0; t < a.num_tensors; ++t) {

@@ -89,7 +89,7 @@ __device__ __forceinline__ void store_copy_pack(G* copy, const Pack<T, N>& maste
 // chunk start is a multiple of the pack size), one element at a time for the
 // rest. T: the param (its fp32 master with master weights); G: the grads, and
 // the param written from the master when G is not T; S: the states.
-template <typename T, typename G, typename S, int kKind, bool kFlag>
+template <typename T, typename G, typename S, int kUpdate, bool kFlag>
 __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* row, const double* scalars,
                                              int64_t begin, int count, typename math_type<T>::type factor) {
   using M = typename math_type<T>::type;
@@ -108,7 +108,7 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
   const auto r = rounding_for<T, S>(a.stochastic_rounding, (row - a.tensors) / kTensorFields,
                                     address_as<const int64_t>(row[kStepPtr]), begin);
   using R = std::remove_const_t<decltype(r)>;
-  if (kKind == kSGD) {
+  if (kUpdate == kSgdUpdate) {
     const SgdScalars<M> s = sgd_scalars<M>(scalars);
     const bool reads_buffer = s.has_momentum && !s.first_update;
     for (int i = first; i < packed_end; i += stride) {
@@ -130,7 +130,7 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
       if (kMaster) copy_out_element(param, copy, i);
     }
   } else {
-    const AdamWScalars<M> s = adamw_scalars<M>(scalars);
+    const AdamScalars<M> s = adam_scalars<M>(scalars);
     for (int i = first; i < packed_end; i += stride) {
       Pack<T> p = load_pack(param + i);
       Pack<S, kPack> m = load_pack<S, kPack>(s0 + i), v = load_pack<S, kPack>(s1 + i), vmax = {};
@@ -140,7 +140,7 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
       for (int j = 0; j < kPack; ++j) {
         M pj = load_as_math(p.v, j), mj = load_as_math(m.v, j), vj = load_as_math(v.v, j);
         M vmaxj = load_as_math(vmax.v, j);
-        adamw_math<kFlag>(s, load_as_math(g.v, j) * factor, pj, mj, vj, vmaxj);
+        adam_math<kFlag>(s, load_as_math(g.v, j) * factor, pj, mj, vj, vmaxj);
         store_from_math(p.v, j, pj);
         store_state_at(m.v, j, mj, r, 0, begin + i + j);
         store_state_at(v.v, j, vj, r, 1, begin + i + j);
@@ -153,7 +153,7 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
       if (kMaster) store_copy_pack(copy + i, p);
     }
     for (int i = packed_end + (int)threadIdx.x; i < end; i += (int)blockDim.x) {
-      adamw_element<kFlag>(s, factor, param, grad, s0, s1, s2, i, r);
+      adam_element<kFlag>(s, factor, param, grad, s0, s1, s2, i, r);
       if (kMaster) copy_out_element(param, copy, i);
     }
   }
@@ -192,7 +192,7 @@ __device__ __forceinline__ void end_step(const StepArgs& a, bool count, bool app
   }
 }
 
-template <typename T, typename G, typename S, int kKind, bool kFlag>
+template <typename T, typename G, typename S, int kUpdate, bool kFlag>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM) update_kernel(StepArgs a, ChunkArgs c) {
   using M = typename math_type<T>::type;
   const bool applied = !step_is_skipped(a);
@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM) update_kernel(StepA
       const int64_t t = c.chunks[2 * k], begin = c.chunks[2 * k + 1];
       const int64_t* row = a.tensors + t * kTensorFields;
       const int64_t end = begin + c.chunk_size < row[kNumel] ? begin + c.chunk_size : row[kNumel];
-      update_chunk<T, G, S, kKind, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin), factor);
+      update_chunk<T, G, S, kUpdate, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin), factor);
     }
   }
   // The last block to finish ends the step: the fences make every block's

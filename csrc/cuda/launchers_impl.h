@@ -20,16 +20,20 @@ void counted_launch(void (*kernel)(Params...), unsigned grid, unsigned block, St
 }
 
 // T: params (or their fp32 masters); G: grads (and params written from
-// masters); S: states.
+// masters); S: states. kFlag: SGD's nesterov, Adam's amsgrad.
 template <typename T, typename G = T, typename S = T>
-void launch_update(const StepArgs& a, const kernels::ChunkArgs& c, unsigned grid, Stream stream) {
+std::string launch_update(const StepArgs& a, const kernels::ChunkArgs& c, unsigned grid, Stream stream) {
   using namespace kernels;
-  if (a.kind == kSGD) {
-    counted_launch(a.nesterov ? update_kernel<T, G, S, kSGD, true> : update_kernel<T, G, S, kSGD, false>, grid,
-                   kBlock, stream, a, c);
-  } else {
-    counted_launch(a.amsgrad ? update_kernel<T, G, S, kAdamW, true> : update_kernel<T, G, S, kAdamW, false>, grid,
-                   kBlock, stream, a, c);
+  switch (element_update_of(a.kind)) {
+    case kSgdUpdate:
+      counted_launch(a.nesterov ? update_kernel<T, G, S, kSgdUpdate, true> : update_kernel<T, G, S, kSgdUpdate, false>,
+                     grid, kBlock, stream, a, c);
+      return last_error_text();
+    case kAdamUpdate:
+      counted_launch(a.amsgrad ? update_kernel<T, G, S, kAdamUpdate, true> : update_kernel<T, G, S, kAdamUpdate, false>,
+                     grid, kBlock, stream, a, c);
+      return last_error_text();
+    default: return kUnknownOptimizerKind;
   }
 }
 
@@ -46,21 +50,21 @@ std::string update(int device, void* stream, const StepArgs& a, const int64_t* c
   const unsigned grid = (unsigned)(num_chunks < kMaxGrid ? num_chunks : kMaxGrid);
   Stream s = static_cast<Stream>(stream);
   switch (dtype_combination(a)) {
-    case kFloat32Step: launch_update<float>(a, c, grid, s); break;
-    case kFloat64Step: launch_update<double>(a, c, grid, s); break;
-    case kFloat16Step: launch_update<half_bits>(a, c, grid, s); break;
-    case kBFloat16Step: launch_update<bf16_bits>(a, c, grid, s); break;
-    case kFloat16MasterStep: launch_update<float, half_bits>(a, c, grid, s); break;
-    case kBFloat16MasterStep: launch_update<float, bf16_bits>(a, c, grid, s); break;
-    case kFloat32Bf16StateStep: launch_update<float, float, bf16_bits>(a, c, grid, s); break;
-    case kFloat16MasterBf16StateStep: launch_update<float, half_bits, bf16_bits>(a, c, grid, s); break;
-    case kBFloat16MasterBf16StateStep: launch_update<float, bf16_bits, bf16_bits>(a, c, grid, s); break;
+    case kFloat32Step: return launch_update<float>(a, c, grid, s);
+    case kFloat64Step: return launch_update<double>(a, c, grid, s);
+    case kFloat16Step: return launch_update<half_bits>(a, c, grid, s);
+    case kBFloat16Step: return launch_update<bf16_bits>(a, c, grid, s);
+    case kFloat16MasterStep: return launch_update<float, half_bits>(a, c, grid, s);
+    case kBFloat16MasterStep: return launch_update<float, bf16_bits>(a, c, grid, s);
+    case kFloat32Bf16StateStep: return launch_update<float, float, bf16_bits>(a, c, grid, s);
+    case kFloat16MasterBf16StateStep: return launch_update<float, half_bits, bf16_bits>(a, c, grid, s);
+    case kBFloat16MasterBf16StateStep: return launch_update<float, bf16_bits, bf16_bits>(a, c, grid, s);
     default: return kUnsupportedDtypes;
   }
-  return last_error_text();
 }
 
 std::string step(int device, void* stream, const StepArgs& a, int mode) {
+  if (element_update_of(a.kind) == kUnknownUpdate) return kUnknownOptimizerKind;  // it writes the kind's scalars
   DeviceGuard guard(device);
   counted_launch(kernels::step_kernel, 1, kBlock, static_cast<Stream>(stream), a, mode);
   return last_error_text();

@@ -32,15 +32,16 @@ FUSEDLR_HD double group_lr(const StepArgs& a, int64_t g, int64_t step) {
   return scheduled_value(a, a.groups + g * kGroupFields, kBaseLr, kProgram, g, step);
 }
 
-// The scheduled hyperparameters of group g for the update at step `step`.
-struct GroupValues { double lr, weight_decay, momentum; };
+// The scheduled hyperparameters of group g for the update at step `step`
+// (hyper1: kHyper1, e.g. SGD's momentum or Adam's beta1).
+struct GroupValues { double lr, weight_decay, hyper1; };
 constexpr int kGroupValueFields = 3;
 
 FUSEDLR_HD GroupValues group_values(const StepArgs& a, int64_t g, int64_t step) {
   const double* row = a.groups + g * kGroupFields;
   return GroupValues{scheduled_value(a, row, kBaseLr, kProgram, g, step),
                      scheduled_value(a, row, kWeightDecay, kWeightDecayProgram, g, step),
-                     scheduled_value(a, row, kMomentum, kMomentumProgram, g, step)};
+                     scheduled_value(a, row, kHyper1, kHyper1Program, g, step)};
 }
 
 // The end of a step and the preparation of the next, in pieces that the
@@ -59,7 +60,7 @@ FUSEDLR_HD void store_group_values(const StepArgs& a, int64_t g, int64_t step) {
   double* row = a.group_values + g * kGroupValueFields;
   row[0] = v.lr;
   row[1] = v.weight_decay;
-  row[2] = v.momentum;
+  row[2] = v.hyper1;
   if (a.last_bucket) a.next_lr[g] = v.lr;
 }
 

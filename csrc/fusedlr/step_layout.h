@@ -22,21 +22,33 @@ enum TensorField : int {
   kTensorFields = 9,
 };
 
+// Every optimizer has a base lr and a weight decay; up to three
+// hyperparameters of its own (kHyper1..3, named per optimizer below); the
+// offsets of its lr schedule and of the schedules that may drive its weight
+// decay and kHyper1 (-1: constant).
 enum GroupField : int {
   kBaseLr = 0,
   kWeightDecay = 1,
-  kMomentum = 2,   // SGD momentum, AdamW beta1
-  kDampening = 3,  // SGD dampening, AdamW beta2
-  kEps = 4,        // AdamW eps
-  kProgram = 5,    // offset of the group's lr schedule in the program buffer
+  kHyper1 = 2,
+  kHyper2 = 3,
+  kHyper3 = 4,
+  kProgram = 5,             // offset of the group's lr schedule in the program buffer
   kWeightDecayProgram = 6,  // offset of its weight decay schedule, -1: constant kWeightDecay
-  kMomentumProgram = 7,     // offset of its momentum / beta1 schedule, -1: constant kMomentum
+  kHyper1Program = 7,       // offset of its kHyper1 schedule, -1: constant kHyper1
   kGroupFields = 8,
 };
+enum SgdGroupField : int { kMomentum = kHyper1, kDampening = kHyper2 };
+enum AdamGroupField : int { kBeta1 = kHyper1, kBeta2 = kHyper2, kEps = kHyper3 };
 
 enum ScalarType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
 
-enum OptimizerKind : int { kSGD = 0, kAdamW = 1 };
+// The optimizers (Python: fusedlr/optim/specs.py, by these names). Code that
+// depends on the kind switches over all of them with a failing default.
+#define FUSEDLR_OPTIMIZER_KINDS(X) X(kSGD, sgd) X(kAdamW, adamw) X(kAdam, adam)
+#define FUSEDLR_ENUM_ENTRY(name, python_name) name,
+enum OptimizerKind : int { FUSEDLR_OPTIMIZER_KINDS(FUSEDLR_ENUM_ENTRY) kNumOptimizerKinds };
+#undef FUSEDLR_ENUM_ENTRY
+constexpr const char kUnknownOptimizerKind[] = "unknown optimizer kind (see FUSEDLR_OPTIMIZER_KINDS)";
 
 // The (params or masters, grads, states) dtypes a step's kernels are built
 // for: each dtype alone, fp32 masters of fp16/bf16 params, and bf16 states

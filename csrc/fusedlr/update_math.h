@@ -1,4 +1,4 @@
-// The per-element SGD and AdamW updates, with torch.optim's operation order,
+// The per-element SGD and Adam(W) updates, with torch.optim's operation order,
 // and the per-tensor scalars they need. The scalars of a tensor's coming update
 // are computed once (in double) into a row of kTensorScalarFields doubles: by
 // the CPU driver per chunk, and on the GPU once per step into a device table
@@ -24,35 +24,52 @@ FUSEDLR_HD double grad_factor(const StepArgs& a) {
   return a.maximize ? -factor : factor;
 }
 
+// The element update an optimizer kind runs: SGD's, or Adam's (Adam and AdamW
+// differ only in their scalars: weight decay added to the grad as an L2 term,
+// or decoupled from it).
+enum ElementUpdate : int { kUnknownUpdate = -1, kSgdUpdate = 0, kAdamUpdate = 1 };
+
+FUSEDLR_HD ElementUpdate element_update_of(int kind) {
+  switch (kind) {
+    case kSGD: return kSgdUpdate;
+    case kAdamW:
+    case kAdam: return kAdamUpdate;
+    default: return kUnknownUpdate;
+  }
+}
+
 // Row of a tensor's scalars for its coming update.
 enum TensorScalarField : int {
   // SGD
   kSgdLr = 0, kSgdWeightDecay = 1, kSgdMomentum = 2, kSgdDampeningComplement = 3,
   kSgdHasMomentum = 4, kSgdFirstUpdate = 5,
-  // AdamW
+  // Adam, AdamW
   kAdamDecay = 0, kAdamBeta1Complement = 1, kAdamBeta2 = 2, kAdamBeta2Complement = 3,
-  kAdamNegStepSize = 4, kAdamBias2Sqrt = 5, kAdamEps = 6,
+  kAdamNegStepSize = 4, kAdamBias2Sqrt = 5, kAdamEps = 6, kAdamL2 = 7,
   kTensorScalarFields = 8,
 };
 
 // The scalars of one tensor's update: `group` is its group table row, `values`
-// the group's scheduled lr, weight decay and momentum/beta1 at this step,
-// `updates_before` how many updates the tensor received before this one.
+// the group's scheduled lr, weight decay and kHyper1 (momentum, beta1) at this
+// step, `updates_before` how many updates the tensor received before this one.
+// Entry points refuse an unknown kind before any of this runs.
 FUSEDLR_HD void tensor_scalars(int kind, const double* group, const GroupValues& values, int64_t updates_before,
                                double* row) {
   const int64_t before = updates_before > 0 ? updates_before : 0;  // a negative count reads as 0
-  if (kind == kSGD) {
+  if (element_update_of(kind) == kSgdUpdate) {
     row[kSgdLr] = values.lr;
     row[kSgdWeightDecay] = values.weight_decay;
-    row[kSgdMomentum] = values.momentum;
+    row[kSgdMomentum] = values.hyper1;
     row[kSgdDampeningComplement] = 1.0 - group[kDampening];
-    row[kSgdHasMomentum] = values.momentum != 0.0;  // torch: `if momentum != 0` at every step
-    row[kSgdFirstUpdate] = before == 0;             // torch: momentum_buffer is None
+    row[kSgdHasMomentum] = values.hyper1 != 0.0;  // torch: `if momentum != 0` at every step
+    row[kSgdFirstUpdate] = before == 0;           // torch: momentum_buffer is None
     return;
   }
-  const double lr = values.lr, beta1 = values.momentum, beta2 = group[kDampening];
+  const double lr = values.lr, beta1 = values.hyper1, beta2 = group[kBeta2];
   const double step = (double)before + 1.0;
-  row[kAdamDecay] = 1.0 - lr * values.weight_decay;
+  const bool decoupled = kind == kAdamW;
+  row[kAdamDecay] = decoupled ? 1.0 - lr * values.weight_decay : 1.0;
+  row[kAdamL2] = decoupled ? 0.0 : values.weight_decay;
   row[kAdamBeta1Complement] = 1.0 - beta1;
   row[kAdamBeta2] = beta2;
   row[kAdamBeta2Complement] = 1.0 - beta2;
@@ -109,16 +126,28 @@ struct BufferAt {
 };
 
 template <typename M>
-struct AdamWScalars {
-  M decay, beta1_complement, beta2, beta2_complement, neg_step_size, bias2_sqrt, eps;
+struct AdamScalars {
+  M decay, beta1_complement, beta2, beta2_complement, neg_step_size, bias2_sqrt, eps, l2;
 };
 
 template <typename M>
-FUSEDLR_HD AdamWScalars<M> adamw_scalars(const double* row) {
-  return AdamWScalars<M>{(M)row[kAdamDecay], (M)row[kAdamBeta1Complement], (M)row[kAdamBeta2],
-                         (M)row[kAdamBeta2Complement], (M)row[kAdamNegStepSize], (M)row[kAdamBias2Sqrt],
-                         (M)row[kAdamEps]};
+FUSEDLR_HD AdamScalars<M> adam_scalars(const double* row) {
+  return AdamScalars<M>{(M)row[kAdamDecay], (M)row[kAdamBeta1Complement], (M)row[kAdamBeta2],
+                        (M)row[kAdamBeta2Complement], (M)row[kAdamNegStepSize], (M)row[kAdamBias2Sqrt],
+                        (M)row[kAdamEps], (M)row[kAdamL2]};
 }
+
+// a + b c rounded once, as torch computes add(b, alpha=c) (an FMA on the CPU,
+// contracted to one on CUDA). On the host in fp32 through double (the product
+// is exact there), which vectorises where a hardware FMA may be missing.
+FUSEDLR_HD float multiply_add(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return fmaf(b, c, a);
+#else
+  return (float)((double)a + (double)b * (double)c);
+#endif
+}
+FUSEDLR_HD double multiply_add(double a, double b, double c) { return fma(b, c, a); }
 
 // torch.lerp's formula (exact at both ends).
 template <typename M>
@@ -126,12 +155,14 @@ FUSEDLR_HD M lerp_math(M from, M to, M weight) {
   return weight < (M)0.5 ? from + weight * (to - from) : to - (to - from) * ((M)1 - weight);
 }
 
-// torch.optim.AdamW on one element, g already unscaled (maths in registers,
-// rounded to the storage type only when stored, like torch's fused kernels):
-// p *= 1 - lr wd; m = lerp(m, g, 1-beta1); v = beta2 v + (1-beta2) g g;
+// torch.optim.Adam / AdamW on one element, g already unscaled (maths in
+// registers, rounded to the storage type only when stored, like torch's fused
+// kernels): Adam: g += wd p (when wd != 0, rounded once); AdamW: p *= 1 - lr wd;
+// m = lerp(m, g, 1-beta1); v = beta2 v + (1-beta2) g g;
 // [vmax = max(vmax, v)]; p += -lr/bc1 * m / (sqrt(v or vmax)/sqrt(bc2) + eps).
 template <bool kAmsgrad, typename M>
-FUSEDLR_HD void adamw_math(const AdamWScalars<M>& s, M g, M& p, M& m, M& v, M& vmax) {
+FUSEDLR_HD void adam_math(const AdamScalars<M>& s, M g, M& p, M& m, M& v, M& vmax) {
+  if (s.l2 != (M)0) g = multiply_add(g, p, s.l2);  // Adam's weight decay (0 for AdamW: decoupled)
   p = p * s.decay;
   m = lerp_math(m, g, s.beta1_complement);
   v = v * s.beta2 + s.beta2_complement * g * g;
@@ -155,11 +186,11 @@ FUSEDLR_HD void sgd_element(const SgdScalars<M>& s, M factor, T* param, const G*
 }
 
 template <bool kAmsgrad, typename T, typename G, typename S, typename M, typename R>
-FUSEDLR_HD void adamw_element(const AdamWScalars<M>& s, M factor, T* param, const G* grad, S* exp_avg,
+FUSEDLR_HD void adam_element(const AdamScalars<M>& s, M factor, T* param, const G* grad, S* exp_avg,
                               S* exp_avg_sq, S* max_exp_avg_sq, int64_t i, const R& rounding) {
   M p = load_as_math(param, i), m = load_as_math(exp_avg, i), v = load_as_math(exp_avg_sq, i);
   M vmax = kAmsgrad ? load_as_math(max_exp_avg_sq, i) : (M)0;
-  adamw_math<kAmsgrad>(s, load_as_math(grad, i) * factor, p, m, v, vmax);
+  adam_math<kAmsgrad>(s, load_as_math(grad, i) * factor, p, m, v, vmax);
   store_state(exp_avg, i, m, rounding, 0);
   store_state(exp_avg_sq, i, v, rounding, 1);
   if (kAmsgrad) store_state(max_exp_avg_sq, i, vmax, rounding, 2);

@@ -17,8 +17,8 @@ from . import checkpoint, clipping, compiled_step, history, native_backend, plat
 from .buckets import check_param, describe, note_master_in_step
 from .device_state import DeviceState
 from .distributed import check_same_sharding, is_distributed, local_tensor
-from .group_tables import HYPER_SCHEDULES
 from .scheduler_guard import refuse_torch_scheduler
+from .specs import OptimizerSpec
 from .step_plan import StepPlan
 
 
@@ -35,11 +35,10 @@ def default_backend(device: torch.device) -> str:
 
 
 class FusedOptimizer(torch.optim.Optimizer):
-    """Base class; subclasses set ``kind``, ``state_names`` and the group checks."""
+    """Base class; subclasses set ``spec`` (specs.py) and the group checks."""
 
-    kind = ""
-    #: state keys of the kernel's state0..state2 slots ("" for unused)
-    state_names: tuple = ("", "", "")
+    #: what the optimizer is (kernel kind, state slots, group table values, schedulable hyperparameters)
+    spec: OptimizerSpec
     #: tells torch.amp.GradScaler to hand over grad_scale/found_inf instead of unscaling
     _step_supports_amp_scaling = True
 
@@ -122,14 +121,24 @@ class FusedOptimizer(torch.optim.Optimizer):
             note_master_in_step(local_tensor(state[MASTER]), local_tensor(param))
         self.complete_state(param, group, state)
 
+    @property
+    def kind(self) -> str:
+        """The optimizer's kind: its spec's name ("sgd", "adamw", "adam")."""
+        return self.spec.name
+
+    @property
+    def state_names(self) -> tuple:
+        """State keys of the kernel's state slots 0..2 ("" for unused)."""
+        return self.spec.state_names
+
     def flags(self, group: dict) -> tuple:
         """(maximize, nesterov, amsgrad): the modes compiled into the kernel."""
-        raise NotImplementedError
+        return self.spec.flags(group)
 
     @property
     def schedule_keys(self) -> tuple:
         """The group keys that hold schedules."""
-        return ("schedule", *HYPER_SCHEDULES[self.kind].values())
+        return self.spec.schedule_keys()
 
     @property
     def state_keys(self) -> tuple:
@@ -180,7 +189,7 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def check_schedules(self, param_groups: list[dict]) -> None:
         """Every schedule fits the groups it drives (number of groups, base values)."""
-        for key, base_of in (("schedule", lambda group: group["lr"]), *self._hyper_bases()):
+        for key, base_of in (("schedule", lambda group: group["lr"]), *self.spec.scheduled_bases()):
             seen = []
             for g, group in enumerate(param_groups):
                 schedule = group[key]
@@ -195,10 +204,6 @@ class FusedOptimizer(torch.optim.Optimizer):
                 else:
                     schedule.check_base_lrs([base_of(group) for group in param_groups])
                     seen.append(schedule)
-
-    def _hyper_bases(self) -> list:
-        """(group key of a hyperparameter schedule, the base value it scales)."""
-        raise NotImplementedError
 
     def check_new_param(self, p: torch.Tensor, where: str) -> None:
         """Refuse a param no backend of this optimizer can update."""
@@ -284,7 +289,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             compiled_step.register_device_state(ds)
             ds.keep_history(self._history_capacity, len(self.param_groups))
             if not self._constructing:  # its tables at once (construction writes all devices' at its end)
-                ds.refresh(self.param_groups, self.kind)
+                ds.refresh(self.param_groups, self.spec)
         return ds
 
     def _check_backend_fits(self, p: torch.Tensor, where: str) -> None:
@@ -322,7 +327,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             backend = self._backend_of(device)
             clip_values = ds.clipping if clips else None
             if backend == "reference":
-                reference_backend.run(ds, buckets, self.kind, self.param_groups, scale, inf, clip_values)
+                reference_backend.run(ds, buckets, self.spec, self.param_groups, scale, inf, clip_values)
             else:
                 native_backend.run(ds, buckets, self.kind, len(self.param_groups), scale, inf, backend, clip_values)
         self._step_calls += 1
@@ -351,7 +356,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if not (torch.compiler.is_compiling() or self._capturing()):
             self._take_up_counter_writes()
             self._refresh_tables()
-        elif any(ds.is_stale(self.param_groups, self.kind) for ds in self._devices.values()):
+        elif any(ds.is_stale(self.param_groups, self.spec) for ds in self._devices.values()):
             raise RuntimeError("param_groups were edited since the device tables were written; call "
                                "opt.upload_hyperparameters() before capturing a CUDA graph or outside the "
                                "compiled function")
@@ -378,7 +383,7 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def _refresh_tables(self) -> None:
         """Re-check and re-upload group hyperparameters edited since the last step."""
-        stale = [ds for ds in self._devices.values() if ds.is_stale(self.param_groups, self.kind)]
+        stale = [ds for ds in self._devices.values() if ds.is_stale(self.param_groups, self.spec)]
         if not stale:
             return
         for g, group in enumerate(self.param_groups):
@@ -395,7 +400,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             self._plan.invalidate()
             self._layout = layout
         for ds in stale:
-            ds.refresh(self.param_groups, self.kind)
+            ds.refresh(self.param_groups, self.spec)
 
     def upload_hyperparameters(self) -> None:
         """Check param_group edits made since the last step (lr, weight_decay,

@@ -14,6 +14,7 @@ from .. import _native
 from ..schedules import Schedule, serialize
 from .buckets import describe
 from .scheduler_guard import follows_schedule
+from .specs import SPECS
 
 
 def export(optimizer, state_dict: dict) -> dict:
@@ -50,9 +51,8 @@ class Checked:
     plateau: torch.Tensor | None
 
 
-#: state keys per optimizer kind, to recognise a state_dict from another optimizer
-STATE_KEYS = {"sgd": {"momentum_buffer"}, "adamw": {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}}
-OPTIMIZER_NAMES = {"sgd": "SGD", "adamw": "AdamW"}
+#: every optimizer's state keys, to recognise a state_dict from another optimizer
+ALL_STATE_KEYS = {name for spec in SPECS.values() for name in spec.state_names if name}
 
 
 def check(optimizer, state_dict) -> Checked:
@@ -71,11 +71,11 @@ def check(optimizer, state_dict) -> Checked:
     if not isinstance(extra, dict):
         where = "state_dict['fusedlr']" if "fusedlr" in state_dict else "state_dict['param_groups'][0]['fusedlr']"
         raise TypeError(f"{where} must be a dict, got {type(extra).__name__}")
-    name = OPTIMIZER_NAMES[optimizer.kind]
+    name = optimizer.spec.class_name
     kind = extra.get("optimizer", optimizer.kind)
     if kind != optimizer.kind:
-        raise ValueError(f"this state_dict is from fusedlr.{OPTIMIZER_NAMES.get(kind, kind)}; it cannot be loaded "
-                         f"into fusedlr.{name}")
+        saved_name = SPECS[kind].class_name if kind in SPECS else kind
+        raise ValueError(f"this state_dict is from fusedlr.{saved_name}; it cannot be loaded into fusedlr.{name}")
     saved = _check_states(optimizer, state_dict["state"], saved_groups, name)
     merged = _merged_groups(optimizer, saved_groups, serialize.Decoder(extra.get("schedules", [])))
     if "step_count" in extra:
@@ -115,7 +115,7 @@ def _check_states(optimizer, states, saved_groups, name: str) -> SavedStates:
     for g, (saved, group) in enumerate(zip(saved_groups, optimizer.param_groups)):
         for i, (saved_id, p) in enumerate(zip(saved["params"], group["params"])):
             params[saved_id] = (p, f"param_groups[{g}]['params'][{i}]")
-    foreign = set().union(*STATE_KEYS.values()) - STATE_KEYS[optimizer.kind]
+    foreign = ALL_STATE_KEYS - set(optimizer.state_names)
     saved = SavedStates([], [], None)
     for saved_id, st in states.items():
         if saved_id not in params:

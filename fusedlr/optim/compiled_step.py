@@ -160,7 +160,7 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
         clipping = ds.clipping if clips else None
         backend = backend_of(device)
         if backend == "reference":
-            reference_backend.run(ds, buckets, optimizer.kind, optimizer.param_groups, scale, inf, clipping)
+            reference_backend.run(ds, buckets, optimizer.spec, optimizer.param_groups, scale, inf, clipping)
             continue
         params, grads, states, steps, entry_info, bucket_info = [], [], [], [], [], []
         for b, bucket in enumerate(buckets):

@@ -10,7 +10,8 @@ import torch
 from .. import _native
 from . import clipping, history, plateau_buffer
 from .buckets import tensor_version
-from .group_tables import HYPER_SCHEDULES, group_lrs_at, hyper_key, pack_groups
+from .group_tables import group_lrs_at, hyper_key, pack_groups
+from .specs import OptimizerSpec
 
 
 class DeviceState:
@@ -53,21 +54,21 @@ class DeviceState:
         """Was the counter written from the host since (e.g. ``opt.step_count.fill_(n)``)?"""
         return tensor_version(self.step) != self._step_version
 
-    def is_stale(self, param_groups: list[dict], kind: str) -> bool:
+    def is_stale(self, param_groups: list[dict], spec: OptimizerSpec) -> bool:
         """Did a group's hyperparameters or schedule change since the last upload?"""
-        return self.key is None or self.key != [hyper_key(g, kind) for g in param_groups]
+        return self.key is None or self.key != [hyper_key(g, spec) for g in param_groups]
 
-    def refresh(self, param_groups: list[dict], kind: str) -> None:
+    def refresh(self, param_groups: list[dict], spec: OptimizerSpec) -> None:
         """Upload the group table and recompute the next lrs (no host sync). Tables
         whose size did not change are overwritten in place, so a captured CUDA graph,
         which holds their addresses, sees the new values at its next replay."""
-        key = [hyper_key(g, kind) for g in param_groups]
-        rows, program = pack_groups(param_groups, kind)
+        key = [hyper_key(g, spec) for g in param_groups]
+        rows, program = pack_groups(param_groups, spec)
         base_column = _native.format_constants().GROUP_FIELDS["base_lr"]
         self.groups = self._overwrite(self.groups, rows)
         self.program = self._overwrite(self.program, program)
         self.base_lrs = self._overwrite(self.base_lrs, rows[:, base_column].contiguous())
-        self.plateau_schedule = plateau_buffer.find_plateau(param_groups, HYPER_SCHEDULES[kind].values())
+        self.plateau_schedule = plateau_buffer.find_plateau(param_groups, spec.schedules)
         self.plateau = plateau_buffer.refreshed(self.plateau, self.plateau_schedule, len(param_groups), self.device)
         self.next_lr = self._overwrite(self.next_lr, self.lrs_at(param_groups, self.step))
         fields = _native.format_constants().GROUP_VALUE_FIELDS

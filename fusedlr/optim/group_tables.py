@@ -9,17 +9,15 @@ from .. import _native
 from ..schedules import Schedule
 from ..schedules.reference import PlateauView, evaluate
 from . import plateau_buffer
+from .specs import OptimizerSpec
 
 
-def hyper_key(group: dict, kind: str) -> tuple:
+def hyper_key(group: dict, spec: OptimizerSpec) -> tuple:
     """What the device tables and the state layout depend on; compared between
     steps to spot edits (which are then validated). Missing keys read as None
     (refilled from the defaults at the refresh). Schedules (immutable) and
     tensors (converted to numbers by the refresh's checks) compare by identity."""
-    names = ("lr", "weight_decay", "momentum", "dampening", "nesterov") if kind == "sgd" else \
-        ("lr", "weight_decay", "betas", "eps", "amsgrad")
-    names += ("maximize", "schedule", *HYPER_SCHEDULES[kind].values())
-    return tuple(_comparable(group.get(name)) for name in names)
+    return tuple(_comparable(group.get(name)) for name in spec.compared_keys())
 
 
 def _comparable(value):
@@ -43,14 +41,7 @@ class _Same:
     __hash__ = None
 
 
-#: per optimizer kind: {group table field its schedule drives: group key of that schedule}
-HYPER_SCHEDULES = {
-    "sgd": {"weight_decay": "weight_decay_schedule", "momentum": "momentum_schedule"},
-    "adamw": {"weight_decay": "weight_decay_schedule", "momentum": "beta1_schedule"},
-}
-
-
-def pack_groups(param_groups: list[dict], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def pack_groups(param_groups: list[dict], spec: OptimizerSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """(group table (G, NUM_GROUP_FIELDS), concatenated schedule programs), CPU float64."""
     native = _native.format_constants()
     fields = native.GROUP_FIELDS
@@ -70,16 +61,10 @@ def pack_groups(param_groups: list[dict], kind: str) -> tuple[torch.Tensor, torc
 
     for g, group in enumerate(param_groups):
         rows[g, fields["program"]] = program_offset(group["schedule"])
-        for field, key in HYPER_SCHEDULES[kind].items():
-            rows[g, fields[f"{field}_program"]] = program_offset(group.get(key))
-        rows[g, fields["base_lr"]] = group["lr"]
-        rows[g, fields["weight_decay"]] = group["weight_decay"]
-        if kind == "sgd":
-            rows[g, fields["momentum"]] = group["momentum"]
-            rows[g, fields["dampening"]] = group["dampening"]
-        else:
-            rows[g, fields["momentum"]], rows[g, fields["dampening"]] = group["betas"]
-            rows[g, fields["eps"]] = group["eps"]
+        for key, column in spec.schedules.items():
+            rows[g, fields[f"{column}_program"]] = program_offset(group.get(key))
+        for column, value in spec.table_values(group).items():
+            rows[g, fields[column]] = value
     return rows, torch.cat(programs)
 
 

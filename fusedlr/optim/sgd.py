@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..schedules import _checks as check
+from . import specs
 from .base import FusedOptimizer
 from .torch_flags import check_torch_flags
 
@@ -43,8 +44,7 @@ class SGD(FusedOptimizer):
     ``differentiable=True`` is refused.
     """
 
-    kind = "sgd"
-    state_names = ("momentum_buffer", "", "")
+    spec = specs.SGD
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
@@ -68,13 +68,6 @@ class SGD(FusedOptimizer):
         if group["nesterov"] and (not _has_momentum(group) or group["dampening"] != 0):
             raise ValueError("nesterov=True requires momentum > 0 (or a momentum_schedule) and dampening = 0, "
                              f"got momentum={group['momentum']}, dampening={group['dampening']}")
-
-    def _hyper_bases(self):
-        return [("momentum_schedule", lambda group: group["momentum"]),
-                ("weight_decay_schedule", lambda group: group["weight_decay"])]
-
-    def flags(self, group: dict) -> tuple:
-        return bool(group["maximize"]), bool(group["nesterov"]), False
 
     def complete_state(self, param: torch.Tensor, group: dict, state: dict) -> None:
         if _has_momentum(group) and state.get("momentum_buffer") is None:

@@ -1,6 +1,6 @@
 // The emulated CUDA kernels under ThreadSanitizer (tests/test_device_kernels.py
-// builds this with -fsanitize=thread and runs it): SGD (plain, Nesterov) and
-// AdamW (plain, AMSGrad) in fp32 and fp16, over tensors of odd sizes, one with
+// builds this with -fsanitize=thread and runs it): SGD (plain, Nesterov),
+// AdamW and Adam (plain, AMSGrad) in fp32 and fp16, over tensors of odd sizes, one with
 // misaligned storage (the one-element path) and the rest aligned (the 16-byte
 // path), cut into many small chunks that a few blocks stride over, through a
 // schedule, with one step skipped as GradScaler would. Each kernel run is
@@ -46,7 +46,7 @@ StepArgs make_args(const int64_t* rows, int64_t n, const double* group, int64_t*
   a.grad_dtype = dtype;
   a.state_dtype = dtype;
   a.nesterov = kind == kSGD && flag;
-  a.amsgrad = kind == kAdamW && flag;
+  a.amsgrad = element_update_of(kind) == kAdamUpdate && flag;
   a.scalars = scalars;
   a.group_values = values_scratch;
   a.next_lr = next_lr;
@@ -64,7 +64,7 @@ T from_float(float v) {
 template <typename T>
 struct Case {
   int kind;
-  bool flag;  // nesterov (SGD) or amsgrad (AdamW)
+  bool flag;  // nesterov (SGD) or amsgrad (Adam, AdamW)
   std::vector<int64_t> sizes;
   // storage per tensor: param, grad, three states; tensor 0 starts one element in (misaligned)
   std::vector<std::vector<T>> storage;
@@ -92,7 +92,7 @@ bool run(Case<T> device_case) {
   device_case.fill(rng);
   Case<T> serial = device_case;  // the same data, updated serially
   const int64_t n = (int64_t)device_case.sizes.size();
-  // group table: base lr, weight decay, momentum/beta1, dampening/beta2, eps, schedule offsets
+  // group table: base lr, weight decay, hyper1..3 (momentum, dampening / beta1, beta2, eps), schedule offsets
   const double group[kGroupFields] = {0.05, 0.01, 0.9, device_case.kind == kSGD ? 0.0 : 0.999, 1e-8, 0, -1, -1};
   std::vector<int64_t> rows, chunks;
   for (int64_t t = 0; t < n; ++t) {
@@ -131,18 +131,18 @@ bool run(Case<T> device_case) {
       tensor_scalars(serial.kind, group, values, serial.counts[t], row);
       using M = typename math_type<T>::type;
       for (int64_t i = 0; i < serial.sizes[t]; ++i) {
-        if (serial.kind == kSGD) {
+        if (element_update_of(serial.kind) == kSgdUpdate) {
           const SgdScalars<M> sc = sgd_scalars<M>(row);
           if (serial.flag) sgd_element<true>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i, nearest);
           else sgd_element<false>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i, nearest);
         } else {
-          const AdamWScalars<M> sc = adamw_scalars<M>(row);
+          const AdamScalars<M> sc = adam_scalars<M>(row);
           if (serial.flag)
-            adamw_element<true>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
+            adam_element<true>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
                                 serial.tensor(t, 3), serial.tensor(t, 4), i, nearest);
           else
-            adamw_element<false>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
-                                 serial.tensor(t, 3), serial.tensor(t, 4), i, nearest);
+            adam_element<false>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
+                                serial.tensor(t, 3), serial.tensor(t, 4), i, nearest);
         }
       }
       ++serial.counts[t];
@@ -162,7 +162,8 @@ bool run(Case<T> device_case) {
     for (int which = 0; which < 5; ++which)
       same = same && std::memcmp(device_case.tensor(t, which), serial.tensor(t, which), sizeof(T) * device_case.sizes[t]) == 0;
   }
-  std::printf("%s %s%s %s: %s\n", device_case.kind == kSGD ? "sgd" : "adamw", device_case.flag ? "flag " : "",
+  const char* names[] = {"sgd", "adamw", "adam"};
+  std::printf("%s %s%s %s: %s\n", names[device_case.kind], device_case.flag ? "flag " : "",
               sizeof(T) == 4 ? "fp32" : "fp16", "odd sizes", same ? "same as serial" : "DIFFERENT");
   return same;
 }
@@ -172,7 +173,7 @@ bool run(Case<T> device_case) {
 int main() {
   const std::vector<int64_t> sizes = {203, 1, 130, 64, 7, 257};
   bool ok = true;
-  for (int kind : {kSGD, kAdamW})
+  for (int kind : {kSGD, kAdamW, kAdam})
     for (bool flag : {false, true}) {
       ok = run(Case<float>{kind, flag, sizes, {}, {}}) && ok;
       ok = run(Case<half_bits>{kind, flag, sizes, {}, {}}) && ok;
