@@ -6,7 +6,6 @@
 
 #include "cpu/optimizer_step.h"
 #include "cpu/schedule_values.h"
-#include "format_constants.h"
 #include "fusedlr/step_common.h"
 #include "step_args_binding.h"
 
@@ -21,8 +20,6 @@ static T* as_ptr(std::uintptr_t address) { return reinterpret_cast<T*>(address);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fusedlr CPU backend";
-  fusedlr::export_format_constants(m);
-  fusedlr::export_step_layout(m);
   m.attr("TORCH_VERSION_AT_BUILD") = FUSEDLR_TORCH_VERSION;
 
   m.def(

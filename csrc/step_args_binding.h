@@ -1,5 +1,5 @@
 // Builds StepArgs from the integers Python passes (addresses, counts, flags),
-// for both binding modules, and exports the table layout to Python.
+// for both binding modules.
 #pragma once
 #include <pybind11/pybind11.h>
 
@@ -7,9 +7,7 @@
 #include <string>
 #include <type_traits>
 
-#include "fusedlr/plateau.h"
 #include "fusedlr/step_layout.h"
-#include "fusedlr/update_math.h"
 
 namespace fusedlr {
 
@@ -56,66 +54,6 @@ inline void bind_step_args(pybind11::module_& m) {
   FUSEDLR_STEP_ARGS(FUSEDLR_NAME_STEP_ARG)
 #undef FUSEDLR_NAME_STEP_ARG
   m.attr("STEP_ARG_FIELDS") = pybind11::tuple(names);
-}
-
-inline void export_step_layout(pybind11::module_& m) {
-  pybind11::dict tensor_fields;
-  tensor_fields["param"] = int(kParamPtr);
-  tensor_fields["grad"] = int(kGradPtr);
-  tensor_fields["state0"] = int(kState0Ptr);
-  tensor_fields["state1"] = int(kState1Ptr);
-  tensor_fields["state2"] = int(kState2Ptr);
-  tensor_fields["step"] = int(kStepPtr);
-  tensor_fields["numel"] = int(kNumel);
-  tensor_fields["group"] = int(kGroup);
-  tensor_fields["param_copy"] = int(kParamCopyPtr);
-  m.attr("TENSOR_FIELDS") = tensor_fields;
-  m.attr("NUM_TENSOR_FIELDS") = int(kTensorFields);
-  pybind11::dict group_fields;
-  group_fields["base_lr"] = int(kBaseLr);
-  group_fields["weight_decay"] = int(kWeightDecay);
-  group_fields["hyper1"] = int(kHyper1);
-  group_fields["hyper2"] = int(kHyper2);
-  group_fields["hyper3"] = int(kHyper3);
-  group_fields["program"] = int(kProgram);
-  group_fields["weight_decay_program"] = int(kWeightDecayProgram);
-  group_fields["hyper1_program"] = int(kHyper1Program);
-  m.attr("GROUP_FIELDS") = group_fields;
-  m.attr("NUM_GROUP_FIELDS") = int(kGroupFields);
-  pybind11::dict dtypes;
-  dtypes["float32"] = int(kFloat32);
-  dtypes["float64"] = int(kFloat64);
-  dtypes["float16"] = int(kFloat16);
-  dtypes["bfloat16"] = int(kBFloat16);
-  m.attr("DTYPES") = dtypes;
-  pybind11::dict kinds;
-#define FUSEDLR_NAME_KIND(kind, name) kinds[#name] = int(kind);
-  FUSEDLR_OPTIMIZER_KINDS(FUSEDLR_NAME_KIND)
-#undef FUSEDLR_NAME_KIND
-  m.attr("OPTIMIZER_KINDS") = kinds;
-  pybind11::dict plateau_fields;
-  plateau_fields["max_mode"] = int(kPlateauMaxMode);
-  plateau_fields["factor"] = int(kPlateauFactor);
-  plateau_fields["patience"] = int(kPlateauPatience);
-  plateau_fields["threshold"] = int(kPlateauThreshold);
-  plateau_fields["abs_threshold"] = int(kPlateauAbsThreshold);
-  plateau_fields["cooldown"] = int(kPlateauCooldown);
-  plateau_fields["eps"] = int(kPlateauEps);
-  plateau_fields["num_groups"] = int(kPlateauNumGroups);
-  plateau_fields["best"] = int(kPlateauBest);
-  plateau_fields["bad_epochs"] = int(kPlateauBadEpochs);
-  plateau_fields["cooldown_left"] = int(kPlateauCooldownLeft);
-  m.attr("PLATEAU_FIELDS") = plateau_fields;
-  m.attr("PLATEAU_HEADER") = int(kPlateauHeader);
-  m.attr("TENSOR_SCALAR_FIELDS") = int(kTensorScalarFields);
-  m.attr("GROUP_VALUE_FIELDS") = int(kGroupValueFields);
-  m.attr("HISTORY_HEADER") = int(kHistoryHeader);
-  m.attr("HISTORY_CAPACITY") = int(kHistoryCapacity);
-  m.attr("HISTORY_LRS") = int(kHistoryLrs);
-  m.attr("HISTORY_GRAD_NORM") = int(kHistoryGradNorm);
-  m.attr("CLIP_COEFFICIENT") = int(kClipCoefficient);
-  m.attr("CLIP_GRAD_NORM") = int(kClipGradNorm);
-  m.attr("CLIPPING_FIELDS") = int(kClippingFields);
 }
 
 }  // namespace fusedlr

@@ -12,6 +12,8 @@ import importlib
 
 import torch
 
+from . import _layout  # generated at build time from the C++ headers; pure Python
+
 BACKENDS = ("reference", "cpu", "cuda", "emulated")
 #: backends that run the CUDA kernels (on the GPU, or emulated on the CPU)
 DEVICE_KERNEL_BACKENDS = ("cuda", "emulated")
@@ -75,9 +77,10 @@ def module_of(backend: str):
 
 
 def format_constants():
-    """The packed-schedule constants, read from the native module (their only source)."""
-    check_backend("cpu")
-    return cpu_module
+    """The numbers shared with the kernels (table layouts, enums, the packed-schedule
+    format): ``fusedlr._layout``, written from the C++ headers at build time, so
+    it needs no native module."""
+    return _layout
 
 
 def build_info() -> dict:

@@ -15,19 +15,21 @@
 
 namespace fusedlr {
 
+#define FUSEDLR_PLATEAU_FIELDS(X)                                                   \
+  X(kPlateauMaxMode, "max_mode", 0)            /* 1: a larger metric is better (mode="max") */ \
+  X(kPlateauFactor, "factor", 1)                                                   \
+  X(kPlateauPatience, "patience", 2)                                               \
+  X(kPlateauThreshold, "threshold", 3)                                             \
+  X(kPlateauAbsThreshold, "abs_threshold", 4)  /* 1: threshold_mode="abs" */       \
+  X(kPlateauCooldown, "cooldown", 5)                                               \
+  X(kPlateauEps, "eps", 6)                                                         \
+  X(kPlateauNumGroups, "num_groups", 7)                                            \
+  X(kPlateauBest, "best", 8)                   /* state: best metric so far */     \
+  X(kPlateauBadEpochs, "bad_epochs", 9)        /* state: reports since the last improvement */ \
+  X(kPlateauCooldownLeft, "cooldown_left", 10) /* state: reports left in the cooldown */
 enum PlateauField : int {
-  kPlateauMaxMode = 0,        // 1: a larger metric is better (mode="max")
-  kPlateauFactor = 1,
-  kPlateauPatience = 2,
-  kPlateauThreshold = 3,
-  kPlateauAbsThreshold = 4,   // 1: threshold_mode="abs"
-  kPlateauCooldown = 5,
-  kPlateauEps = 6,
-  kPlateauNumGroups = 7,
-  kPlateauBest = 8,           // state: best metric so far
-  kPlateauBadEpochs = 9,      // state: reports since the last improvement
-  kPlateauCooldownLeft = 10,  // state: reports left in the cooldown
-  kPlateauHeader = 11,        // then min_lr[G], then reductions[G]
+  FUSEDLR_PLATEAU_FIELDS(FUSEDLR_ENUMERATOR)
+  kPlateauHeader = 11,  // then min_lr[G], then reductions[G]
 };
 
 // Reductions of group g so far (0 without a plateau buffer).

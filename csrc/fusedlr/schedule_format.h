@@ -4,44 +4,50 @@
 // index among the parent's children), followed by the fields listed below.
 // Child references are offsets into the same array. The parent links let the
 // evaluator walk the tree without a stack. The Python side reads these numbers
-// from the native module, so this header is the only place they are written down.
+// from fusedlr/_layout.py, written from this header at build time, so this
+// header is the only place they are written down.
 #pragma once
+
+#include "enum_list.h"
 
 namespace fusedlr {
 
-enum NodeKind : int {
-  // Leaves: lr = f(local step t, incoming base lr b, group g).
-  kConstant = 1,        // factor, total_iters          b*factor for t<total_iters, else b
-  kAnneal = 2,          // start, end, steps, shape     b*(start..end) along a shape
-  kStep = 3,            // step_size, gamma             b*gamma^floor(t/step_size)
-  kPiecewise = 4,       // n, bounds[n], factors[n+1]   b*factors[#{bounds <= t}]
-  kExponential = 5,     // rate, transition_steps, begin, staircase, bounded, end_factor
-  kPolynomial = 6,      // steps, power, end_lr, cycle
-  kCosine = 7,          // steps, eta_min, alpha, exponent, cycles, periodic
-  kCosineRestarts = 8,  // T_0, T_mult, eta_min, alpha, cycle_decay, cycle_limit
-  kInverseSqrt = 9,     // timescale                    b*sqrt(ts/(t+ts))
-  kInverseTime = 10,    // decay_rate, decay_steps, staircase
-  kOneCycle = 11,       // n_phases, anneal, end[3], lr[4]
-  kCyclic = 12,         // max_lr, total_size, step_ratio, mode, gamma, has_start, start (else b)
-  kRangeTest = 13,      // end_lr, num_iter, mode
-  kPlateau = 14,        // (none)                       b reduced on plateaus, see plateau.h
-  // Composites.
-  kSequential = 20,     // n, child[n], milestones[n-1]  torch SequentialLR
-  kChain = 21,          // n, child[n]                   each child rescales the previous output
-  kPerGroup = 22,       // n, child[n]                   child[g] for param group g
-};
+#define FUSEDLR_NODE_KINDS(X)                                                                   \
+  /* Leaves: lr = f(local step t, incoming base lr b, group g). */                                \
+  X(kConstant, "CONSTANT", 1)        /* factor, total_iters          b*factor for t<total_iters, else b */ \
+  X(kAnneal, "ANNEAL", 2)            /* start, end, steps, shape     b*(start..end) along a shape */ \
+  X(kStep, "STEP", 3)                /* step_size, gamma             b*gamma^floor(t/step_size) */ \
+  X(kPiecewise, "PIECEWISE", 4)      /* n, bounds[n], factors[n+1]   b*factors[#{bounds <= t}] */ \
+  X(kExponential, "EXPONENTIAL", 5)  /* rate, transition_steps, begin, staircase, bounded, end_factor */ \
+  X(kPolynomial, "POLYNOMIAL", 6)    /* steps, power, end_lr, cycle */                            \
+  X(kCosine, "COSINE", 7)            /* steps, eta_min, alpha, exponent, cycles, periodic */      \
+  X(kCosineRestarts, "COSINE_RESTARTS", 8)  /* T_0, T_mult, eta_min, alpha, cycle_decay, cycle_limit */ \
+  X(kInverseSqrt, "INVERSE_SQRT", 9)  /* timescale                   b*sqrt(ts/(t+ts)) */         \
+  X(kInverseTime, "INVERSE_TIME", 10) /* decay_rate, decay_steps, staircase */                    \
+  X(kOneCycle, "ONE_CYCLE", 11)       /* n_phases, anneal, end[3], lr[4] */                       \
+  X(kCyclic, "CYCLIC", 12)            /* max_lr, total_size, step_ratio, mode, gamma, has_start, start (else b) */ \
+  X(kRangeTest, "RANGE_TEST", 13)     /* end_lr, num_iter, mode */                                \
+  X(kPlateau, "PLATEAU", 14)          /* (none)                      b reduced on plateaus, see plateau.h */ \
+  /* Composites. */                                                                               \
+  X(kSequential, "SEQUENTIAL", 20)    /* n, child[n], milestones[n-1]  torch SequentialLR */      \
+  X(kChain, "CHAIN", 21)              /* n, child[n]                   each child rescales the previous output */ \
+  X(kPerGroup, "PER_GROUP", 22)       /* n, child[n]                   child[g] for param group g */
+enum NodeKind : int { FUSEDLR_NODE_KINDS(FUSEDLR_ENUMERATOR) };
 
-enum AnnealShape : int {
-  kShapeLinear = 0,       // p
-  kShapeCosine = 1,       // (1 - cos(pi p)) / 2
-  kShapeGeometric = 2,    // start * (end/start)^p
-  kShapeSqrt = 3,         // sqrt(p)
-  kShapeOneMinusSqrt = 4, // 1 - sqrt(1 - p)
-};
+#define FUSEDLR_ANNEAL_SHAPES(X)                                  \
+  X(kShapeLinear, "linear", 0)             /* p */                \
+  X(kShapeCosine, "cosine", 1)             /* (1 - cos(pi p)) / 2 */ \
+  X(kShapeGeometric, "exponential", 2)     /* start * (end/start)^p */ \
+  X(kShapeSqrt, "sqrt", 3)                 /* sqrt(p) */          \
+  X(kShapeOneMinusSqrt, "1-sqrt", 4)       /* 1 - sqrt(1 - p) */
+enum AnnealShape : int { FUSEDLR_ANNEAL_SHAPES(FUSEDLR_ENUMERATOR) };
 
-enum CyclicMode : int { kTriangular = 0, kTriangular2 = 1, kExpRange = 2 };
-enum RangeTestMode : int { kRangeExponential = 0, kRangeLinear = 1 };
-enum OneCycleAnneal : int { kAnnealCos = 0, kAnnealLinear = 1 };
+#define FUSEDLR_CYCLIC_MODES(X) X(kTriangular, "triangular", 0) X(kTriangular2, "triangular2", 1) X(kExpRange, "exp_range", 2)
+enum CyclicMode : int { FUSEDLR_CYCLIC_MODES(FUSEDLR_ENUMERATOR) };
+#define FUSEDLR_RANGE_TEST_MODES(X) X(kRangeExponential, "exponential", 0) X(kRangeLinear, "linear", 1)
+enum RangeTestMode : int { FUSEDLR_RANGE_TEST_MODES(FUSEDLR_ENUMERATOR) };
+#define FUSEDLR_ONE_CYCLE_ANNEAL(X) X(kAnnealCos, "cos", 0) X(kAnnealLinear, "linear", 1)
+enum OneCycleAnneal : int { FUSEDLR_ONE_CYCLE_ANNEAL(FUSEDLR_ENUMERATOR) };
 
 enum NodeHeader : int { kNodeKind = 0, kNodeParent = 1, kNodeIndex = 2, kNodeHeader = 3 };
 

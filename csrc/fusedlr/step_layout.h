@@ -1,53 +1,57 @@
 // Layout of the tables an optimizer step reads, shared by the Python packer,
-// the CPU driver and the CUDA kernels (Python reads these numbers from the
-// native module, so they are written down only here).
+// the CPU driver and the CUDA kernels (Python reads these numbers from
+// fusedlr/_layout.py, written from this header at build time, so they are
+// written down only here).
 //
 // Tensor table: int64 rows of kTensorFields, one per parameter updated in
 // this step. Group table: float64 rows of kGroupFields, one per param group.
 #pragma once
 #include <stdint.h>
 
+#include "enum_list.h"
+
 namespace fusedlr {
 
-enum TensorField : int {
-  kParamPtr = 0,   // address of the parameter data (its fp32 master copy with master weights)
-  kGradPtr = 1,    // address of its gradient (same layout)
-  kState0Ptr = 2,  // SGD: momentum buffer (0 when momentum == 0); AdamW: exp_avg
-  kState1Ptr = 3,  // AdamW: exp_avg_sq
-  kState2Ptr = 4,  // AdamW: max_exp_avg_sq (0 unless amsgrad)
-  kStepPtr = 5,    // int64 updates this parameter has received
-  kNumel = 6,
-  kGroup = 7,      // index of its param group
-  kParamCopyPtr = 8,  // with master weights: the param (grad dtype) written as kParamPtr's rounding; else 0
-  kTensorFields = 9,
-};
+#define FUSEDLR_TENSOR_FIELDS(X)                                                                               \
+  X(kParamPtr, "param", 0)    /* address of the parameter data (its fp32 master copy with master weights) */ \
+  X(kGradPtr, "grad", 1)      /* address of its gradient (same layout) */                                     \
+  X(kState0Ptr, "state0", 2)  /* the optimizer's state slots (specs.py): SGD momentum buffer (0 when */       \
+  X(kState1Ptr, "state1", 3)  /* momentum == 0); Adam(W) exp_avg, exp_avg_sq, max_exp_avg_sq (0 unless */     \
+  X(kState2Ptr, "state2", 4)  /* amsgrad) */                                                                  \
+  X(kStepPtr, "step", 5)      /* int64 updates this parameter has received */                                 \
+  X(kNumel, "numel", 6)                                                                                       \
+  X(kGroup, "group", 7)       /* index of its param group */                                                  \
+  X(kParamCopyPtr, "param_copy", 8)  /* with master weights: the param (grad dtype) written as kParamPtr's */  \
+                                     /* rounding; else 0 */
+enum TensorField : int { FUSEDLR_TENSOR_FIELDS(FUSEDLR_ENUMERATOR) kTensorFields = 9 };
+static_assert(FUSEDLR_COUNT(FUSEDLR_TENSOR_FIELDS) == kTensorFields, "a row holds every field");
 
 // Every optimizer has a base lr and a weight decay; up to three
 // hyperparameters of its own (kHyper1..3, named per optimizer below); the
 // offsets of its lr schedule and of the schedules that may drive its weight
 // decay and kHyper1 (-1: constant).
-enum GroupField : int {
-  kBaseLr = 0,
-  kWeightDecay = 1,
-  kHyper1 = 2,
-  kHyper2 = 3,
-  kHyper3 = 4,
-  kProgram = 5,             // offset of the group's lr schedule in the program buffer
-  kWeightDecayProgram = 6,  // offset of its weight decay schedule, -1: constant kWeightDecay
-  kHyper1Program = 7,       // offset of its kHyper1 schedule, -1: constant kHyper1
-  kGroupFields = 8,
-};
+#define FUSEDLR_GROUP_FIELDS(X)                                                                          \
+  X(kBaseLr, "base_lr", 0)                                                                              \
+  X(kWeightDecay, "weight_decay", 1)                                                                    \
+  X(kHyper1, "hyper1", 2)                                                                               \
+  X(kHyper2, "hyper2", 3)                                                                               \
+  X(kHyper3, "hyper3", 4)                                                                               \
+  X(kProgram, "program", 5)  /* offset of the group's lr schedule in the program buffer */              \
+  X(kWeightDecayProgram, "weight_decay_program", 6)  /* its weight decay schedule, -1: constant */      \
+  X(kHyper1Program, "hyper1_program", 7)             /* its kHyper1 schedule, -1: constant */
+enum GroupField : int { FUSEDLR_GROUP_FIELDS(FUSEDLR_ENUMERATOR) kGroupFields = 8 };
+static_assert(FUSEDLR_COUNT(FUSEDLR_GROUP_FIELDS) == kGroupFields, "a row holds every field");
 enum SgdGroupField : int { kMomentum = kHyper1, kDampening = kHyper2 };
 enum AdamGroupField : int { kBeta1 = kHyper1, kBeta2 = kHyper2, kEps = kHyper3 };
 
-enum ScalarType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+#define FUSEDLR_SCALAR_TYPES(X) \
+  X(kFloat32, "float32", 0) X(kFloat64, "float64", 1) X(kFloat16, "float16", 2) X(kBFloat16, "bfloat16", 3)
+enum ScalarType : int { FUSEDLR_SCALAR_TYPES(FUSEDLR_ENUMERATOR) };
 
 // The optimizers (Python: fusedlr/optim/specs.py, by these names). Code that
 // depends on the kind switches over all of them with a failing default.
-#define FUSEDLR_OPTIMIZER_KINDS(X) X(kSGD, sgd) X(kAdamW, adamw) X(kAdam, adam)
-#define FUSEDLR_ENUM_ENTRY(name, python_name) name,
-enum OptimizerKind : int { FUSEDLR_OPTIMIZER_KINDS(FUSEDLR_ENUM_ENTRY) kNumOptimizerKinds };
-#undef FUSEDLR_ENUM_ENTRY
+#define FUSEDLR_OPTIMIZER_KINDS(X) X(kSGD, "sgd", 0) X(kAdamW, "adamw", 1) X(kAdam, "adam", 2)
+enum OptimizerKind : int { FUSEDLR_OPTIMIZER_KINDS(FUSEDLR_ENUMERATOR) };
 constexpr const char kUnknownOptimizerKind[] = "unknown optimizer kind (see FUSEDLR_OPTIMIZER_KINDS)";
 
 // The (params or masters, grads, states) dtypes a step's kernels are built
