@@ -7,7 +7,7 @@ import torch
 
 from .. import _native
 from ..schedules import Schedule
-from ..schedules.reference import PlateauView, evaluate
+from ..schedules.plateau import PlateauView
 from . import plateau_buffer
 from .specs import OptimizerSpec
 
@@ -86,8 +86,8 @@ def group_lrs_at(param_groups: list[dict], step: torch.Tensor, base_all: torch.T
         if schedule is None:
             values.append(base_all[g:g + 1])
         elif schedule.num_groups is None:
-            values.append(evaluate(schedule, t, base_all[g:g + 1].reshape(1, 1),
-                                   view.column(g) if view else None).reshape(1))
+            values.append(schedule.evaluate(t, base_all[g:g + 1].reshape(1, 1),
+                                            view.column(g) if view else None).reshape(1))
         else:
-            values.append(evaluate(schedule, t, base_all.reshape(1, -1), view).reshape(-1)[g:g + 1])
+            values.append(schedule.evaluate(t, base_all.reshape(1, -1), view).reshape(-1)[g:g + 1])
     return torch.cat(values)

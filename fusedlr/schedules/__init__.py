@@ -4,9 +4,8 @@ Every schedule compiles to a small packed program (``Schedule.pack()``) that
 the native CPU and CUDA evaluators run; ``values(..., backend="reference")``
 evaluates the same schedule with plain torch ops as an independent oracle.
 """
-from .base import Schedule
-from .compose import (Chain, PerGroup, Sequential, group_multipliers, warmup, warmup_stable_decay,
-                      with_warmup)
+from .base import Chain, PerGroup, Schedule, Sequential
+from .compose import group_multipliers, warmup, warmup_stable_decay, with_warmup
 from .families import (Anneal, Constant, Cosine, CosineRestarts, Cyclic, Exponential, InverseSqrt, InverseTime,
                        Linear, MultiStep, OneCycle, Piecewise, Polynomial, RangeTest, Step,
                        cosine_decay_with_min, cyclic_momentum, noam, one_cycle_momentum)

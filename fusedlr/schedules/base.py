@@ -1,10 +1,11 @@
-"""The Schedule base class: packing to the native format and evaluation.
+"""The Schedule base class (packing to the native format, evaluation) and the
+composite nodes the composition operators build (Sequential, Chain, PerGroup).
 
-A schedule is data. Leaves hold a family's parameters; composites
-(Sequential, Chain, PerGroup) hold children. ``pack()`` flattens the tree to
-the float64 program described in ``csrc/fusedlr/schedule_format.h``; the
-native backends evaluate that program, the reference backend evaluates the
-Python tree with torch ops (``reference.py``), independently of the C++.
+A schedule is data. Leaves hold a family's parameters; composites hold
+children. ``pack()`` flattens the tree to the float64 program described in
+``csrc/fusedlr/schedule_format.h``; the native backends evaluate that program,
+the reference backend evaluates the Python tree with torch ops (each node's
+``evaluate``), independently of the C++.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Iterator, Sequence
 import torch
 
 from .. import _native
+from . import _checks as check
+from .plot import plot_schedules
 
 #: deepest nesting of composite schedules (Sequential, Chain, PerGroup) accepted
 MAX_TREE_DEPTH = 64
@@ -97,6 +100,14 @@ class Schedule(metaclass=_FrozenAfterInit):
         """1 for a leaf, 1 + the deepest child for a composite."""
         return 1 + max((c.tree_depth() for c in self.children()), default=0)
 
+    # ---- evaluation on tensors ----------------------------------------------
+    def evaluate(self, t: torch.Tensor, b: torch.Tensor, plateau=None) -> torch.Tensor:
+        """lr for every step in ``t`` (float64, shape (S, 1)) and base lr in ``b``
+        ((1, G) or (S, G)), broadcast to (S, G), with tensor ops only (no host
+        read, any device). ``plateau``: the optimizer's plateau reductions as a
+        ``plateau.PlateauView`` (None: none yet)."""
+        raise NotImplementedError
+
     # ---- packing -------------------------------------------------------------
     def _emit(self, program: list[float], kinds: dict, parent: int = -1, index: int = 0) -> int:
         """Append this node (header: kind, parent offset, index among the
@@ -130,10 +141,8 @@ class Schedule(metaclass=_FrozenAfterInit):
         steps = _as_steps(steps)
         base = _as_base_lrs(base_lrs, self)
         if backend == "reference":
-            from .reference import evaluate
-
             t = steps.to(torch.float64).reshape(-1, 1)
-            return evaluate(self, t, base.to(steps.device).reshape(1, -1)).expand(len(steps), len(base)).contiguous()
+            return self.evaluate(t, base.to(steps.device).reshape(1, -1)).expand(len(steps), len(base)).contiguous()
         if backend in ("cpu", "emulated"):  # the emulated CUDA kernels evaluate with the CPU build of the evaluator
             return _run_cpu(self.pack(), steps.cpu(), base)
         return _run_cuda(self.pack(), steps, base)
@@ -145,22 +154,16 @@ class Schedule(metaclass=_FrozenAfterInit):
     # ---- composition -------------------------------------------------------
     def __mul__(self, other: "Schedule") -> "Schedule":
         """``a * b``: ChainedScheduler semantics (b rescales a's output)."""
-        from .compose import Chain
-
         if not isinstance(other, Schedule):
             return NotImplemented
         return Chain([self, other])
 
     def then(self, other: "Schedule", at: int) -> "Schedule":
         """Run ``self`` for ``at`` steps, then ``other`` from its own step 0."""
-        from .compose import Sequential
-
         return Sequential([self, other], [at])
 
     def plot(self, path, num_steps: int = 1000, base_lrs: Sequence[float] = (1.0,), backend: str = "cpu"):
         """Write a PNG of the schedule (needs matplotlib: ``pip install fusedlr[plot]``)."""
-        from .plot import plot_schedules
-
         return plot_schedules({type(self).__name__: self}, path, num_steps, base_lrs, backend)
 
     def __repr__(self) -> str:
@@ -231,3 +234,111 @@ def _run_cuda(program: torch.Tensor, steps: torch.Tensor, base: torch.Tensor) ->
         base.data_ptr(), len(base), out.data_ptr(),
     )
     return out
+
+
+def floor_div(t: torch.Tensor, d) -> torch.Tensor:
+    """floor(t / d), exact at huge t (fmod is exact; t / d may round up)."""
+    return torch.round((t - torch.fmod(t, d)) / d)
+
+
+# ---- composite nodes ---------------------------------------------------------
+def _schedules(name: str, schedules) -> tuple[Schedule, ...]:
+    schedules = tuple(schedules)
+    if not schedules:
+        raise ValueError(f"{name} must hold at least one schedule")
+    for i, s in enumerate(schedules):
+        if not isinstance(s, Schedule):
+            raise TypeError(f"{name}[{i}] must be a fusedlr schedule, got {type(s).__name__}")
+    depth = 1 + max(s.tree_depth() for s in schedules)
+    if depth > MAX_TREE_DEPTH:
+        raise ValueError(f"schedules nest {depth} composites deep; at most {MAX_TREE_DEPTH} are supported "
+                         "(join the phases in one Sequential instead of nesting them)")
+    return schedules
+
+
+class _Composite(Schedule):
+    schedules: tuple[Schedule, ...]
+
+    def children(self):
+        return tuple(self.schedules)
+
+    def _extra_fields(self) -> list[float]:
+        return []
+
+    def _emit(self, program, kinds, parent=-1, index=0):
+        offset = len(program)
+        n = len(self.schedules)
+        program.extend([float(kinds[self.kind]), float(parent), float(index), float(n)] + [0.0] * n
+                       + self._extra_fields())
+        for i, child in enumerate(self.schedules):
+            program[offset + 4 + i] = float(child._emit(program, kinds, offset, i))
+        return offset
+
+
+class Sequential(_Composite):
+    """torch SequentialLR: ``schedules[k]`` runs from ``milestones[k-1]`` with
+    its own step counted from 0 there, for ``k = #{milestones <= t}``."""
+
+    kind = "SEQUENTIAL"
+
+    def __init__(self, schedules: Sequence[Schedule], milestones: Sequence[int]):
+        self.schedules = _schedules("schedules", schedules)
+        milestones = list(milestones)
+        if len(milestones) != len(self.schedules) - 1:
+            raise ValueError(
+                f"milestones must have len(schedules) - 1 = {len(self.schedules) - 1} entries, got {len(milestones)}"
+            )
+        for i, m in enumerate(milestones):
+            check.integer(f"milestones[{i}]", m, 0)
+        self.milestones = tuple(int(m) for m in check.increasing("milestones", milestones)) if milestones else ()
+
+    def _extra_fields(self):
+        return [float(m) for m in self.milestones]
+
+    def evaluate(self, t, b, plateau=None):
+        value = self.schedules[0].evaluate(t, b, plateau)
+        for milestone, child in zip(self.milestones, self.schedules[1:]):
+            local = torch.clamp(t - milestone, min=0.0)
+            value = torch.where(t >= milestone, child.evaluate(local, b, plateau), value)
+        return value
+
+
+class Chain(_Composite):
+    """torch ChainedScheduler: each schedule takes the previous one's lr as its
+    base lr. For multiplicative schedules this is the product of their factors."""
+
+    kind = "CHAIN"
+
+    def __init__(self, schedules: Sequence[Schedule]):
+        self.schedules = _schedules("schedules", schedules)
+
+    def evaluate(self, t, b, plateau=None):
+        for child in self.schedules:
+            b = child.evaluate(t, b, plateau)
+        return b
+
+
+class PerGroup(_Composite):
+    """One schedule per param group: ``schedules[g]`` drives group ``g``."""
+
+    kind = "PER_GROUP"
+
+    def __init__(self, schedules: Sequence[Schedule]):
+        self.schedules = _schedules("schedules", schedules)
+        for i, s in enumerate(self.schedules):
+            if s.num_groups is not None:
+                raise ValueError(f"schedules[{i}] is itself per-group; PerGroup entries must apply to one group")
+
+    @property
+    def num_groups(self):
+        return len(self.schedules)
+
+    def check_base_lrs(self, base_lrs, groups=None):
+        for (g, b), s in zip(labelled(base_lrs, groups), self.schedules):
+            s.check_base_lrs([b], [g])
+
+    def evaluate(self, t, b, plateau=None):
+        b = b.expand(t.shape[0], len(self.schedules))
+        columns = [child.evaluate(t, b[:, g:g + 1], plateau.column(g) if plateau else None)
+                   for g, child in enumerate(self.schedules)]
+        return torch.cat([c.expand(t.shape[0], 1) for c in columns], dim=1)

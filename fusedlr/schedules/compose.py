@@ -1,96 +1,12 @@
-"""Composite schedules: joining at milestones, chaining, per-group choice,
-and the common compositions built from them (warmup prefixes, WSD)."""
+"""Common compositions of schedules (warmup prefixes, WSD, per-group
+multipliers), built from the composite nodes of base.py."""
 from __future__ import annotations
 
 from typing import Sequence
 
 from . import _checks as check
-from .base import MAX_TREE_DEPTH, Schedule, labelled
+from .base import PerGroup, Schedule, Sequential
 from .families import Anneal, Constant, Cosine
-
-
-def _schedules(name: str, schedules) -> tuple[Schedule, ...]:
-    schedules = tuple(schedules)
-    if not schedules:
-        raise ValueError(f"{name} must hold at least one schedule")
-    for i, s in enumerate(schedules):
-        if not isinstance(s, Schedule):
-            raise TypeError(f"{name}[{i}] must be a fusedlr schedule, got {type(s).__name__}")
-    depth = 1 + max(s.tree_depth() for s in schedules)
-    if depth > MAX_TREE_DEPTH:
-        raise ValueError(f"schedules nest {depth} composites deep; at most {MAX_TREE_DEPTH} are supported "
-                         "(join the phases in one Sequential instead of nesting them)")
-    return schedules
-
-
-class _Composite(Schedule):
-    schedules: tuple[Schedule, ...]
-
-    def children(self):
-        return tuple(self.schedules)
-
-    def _extra_fields(self) -> list[float]:
-        return []
-
-    def _emit(self, program, kinds, parent=-1, index=0):
-        offset = len(program)
-        n = len(self.schedules)
-        program.extend([float(kinds[self.kind]), float(parent), float(index), float(n)] + [0.0] * n
-                       + self._extra_fields())
-        for i, child in enumerate(self.schedules):
-            program[offset + 4 + i] = float(child._emit(program, kinds, offset, i))
-        return offset
-
-
-class Sequential(_Composite):
-    """torch SequentialLR: ``schedules[k]`` runs from ``milestones[k-1]`` with
-    its own step counted from 0 there, for ``k = #{milestones <= t}``."""
-
-    kind = "SEQUENTIAL"
-
-    def __init__(self, schedules: Sequence[Schedule], milestones: Sequence[int]):
-        self.schedules = _schedules("schedules", schedules)
-        milestones = list(milestones)
-        if len(milestones) != len(self.schedules) - 1:
-            raise ValueError(
-                f"milestones must have len(schedules) - 1 = {len(self.schedules) - 1} entries, got {len(milestones)}"
-            )
-        for i, m in enumerate(milestones):
-            check.integer(f"milestones[{i}]", m, 0)
-        self.milestones = tuple(int(m) for m in check.increasing("milestones", milestones)) if milestones else ()
-
-    def _extra_fields(self):
-        return [float(m) for m in self.milestones]
-
-
-class Chain(_Composite):
-    """torch ChainedScheduler: each schedule takes the previous one's lr as its
-    base lr. For multiplicative schedules this is the product of their factors."""
-
-    kind = "CHAIN"
-
-    def __init__(self, schedules: Sequence[Schedule]):
-        self.schedules = _schedules("schedules", schedules)
-
-
-class PerGroup(_Composite):
-    """One schedule per param group: ``schedules[g]`` drives group ``g``."""
-
-    kind = "PER_GROUP"
-
-    def __init__(self, schedules: Sequence[Schedule]):
-        self.schedules = _schedules("schedules", schedules)
-        for i, s in enumerate(self.schedules):
-            if s.num_groups is not None:
-                raise ValueError(f"schedules[{i}] is itself per-group; PerGroup entries must apply to one group")
-
-    @property
-    def num_groups(self):
-        return len(self.schedules)
-
-    def check_base_lrs(self, base_lrs, groups=None):
-        for (g, b), s in zip(labelled(base_lrs, groups), self.schedules):
-            s.check_base_lrs([b], [g])
 
 
 def group_multipliers(factors: Sequence[float]) -> PerGroup:

@@ -1,22 +1,26 @@
 """Leaf schedule families. Each class documents its closed form; ``b`` is the
-param group's base lr and ``t`` the step (from 0) local to the schedule.
+param group's base lr and ``t`` the step (from 0) local to the schedule. Each
+evaluates itself with torch ops (``evaluate``), written from that closed form,
+independently of the C++ evaluator.
 
 Parameter names follow torch.optim.lr_scheduler where torch has the family,
 then optax / Keras / Hugging Face.
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
+import torch
+
+from .. import _native
 from . import _checks as check
-from .base import Schedule, labelled
+from .base import Chain, Schedule, Sequential, floor_div, labelled
 
 _INF = float("inf")
 
 
 def _code(table_name: str, key: str) -> int:
-    from .. import _native
-
     return getattr(_native.format_constants(), table_name)[key]
 
 
@@ -34,6 +38,10 @@ class Constant(Schedule):
 
     def fields(self):
         return [self.factor, _INF if self.total_iters is None else self.total_iters]
+
+    def evaluate(self, t, b, plateau=None):
+        limit = math.inf if self.total_iters is None else self.total_iters
+        return torch.where(t < limit, b * self.factor, b)
 
 
 class Anneal(Schedule):
@@ -63,6 +71,21 @@ class Anneal(Schedule):
     def fields(self):
         return [self.start_factor, self.end_factor, self.total_iters, _code("ANNEAL_SHAPES", self.shape)]
 
+    def evaluate(self, t, b, plateau=None):
+        p = torch.clamp(t / self.total_iters, max=1.0)
+        a, e = self.start_factor, self.end_factor
+        if self.shape == "exponential":
+            f = a * torch.pow(torch.as_tensor(e / a, dtype=t.dtype, device=t.device), p)
+        else:
+            weight = {
+                "linear": lambda: p,
+                "cosine": lambda: (1 - torch.cos(math.pi * p)) / 2,
+                "sqrt": lambda: torch.sqrt(p),
+                "1-sqrt": lambda: 1 - torch.sqrt(1 - p),
+            }[self.shape]()
+            f = a * (1 - weight) + e * weight  # exact at both ends
+        return b * f
+
 
 class Linear(Anneal):
     """torch LinearLR: ``b * (s + (e - s) * min(t, total_iters) / total_iters)``."""
@@ -84,6 +107,9 @@ class Step(Schedule):
 
     def fields(self):
         return [self.step_size, self.gamma]
+
+    def evaluate(self, t, b, plateau=None):
+        return b * torch.pow(torch.as_tensor(self.gamma, dtype=t.dtype, device=t.device), floor_div(t, self.step_size))
 
 
 class Piecewise(Schedule):
@@ -122,6 +148,12 @@ class Piecewise(Schedule):
 
     def fields(self):
         return [len(self.boundaries), *self.boundaries, *self.factors]
+
+    def evaluate(self, t, b, plateau=None):
+        factor = torch.full_like(t, self.factors[0])
+        for boundary, f in zip(self.boundaries, self.factors[1:]):
+            factor = torch.where(t >= boundary, torch.full_like(t, f), factor)
+        return b * factor
 
 
 class MultiStep(Piecewise):
@@ -173,6 +205,14 @@ class Exponential(Schedule):
         return [self.gamma, self.transition_steps, self.transition_begin, float(self.staircase),
                 float(bounded), self.end_factor if bounded else 0.0]
 
+    def evaluate(self, t, b, plateau=None):
+        elapsed = torch.clamp(t - self.transition_begin, min=0.0)
+        p = floor_div(elapsed, self.transition_steps) if self.staircase else elapsed / self.transition_steps
+        f = torch.pow(torch.as_tensor(self.gamma, dtype=t.dtype, device=t.device), p)
+        if self.end_factor is not None:
+            f = torch.clamp(f, min=self.end_factor) if self.gamma < 1 else torch.clamp(f, max=self.end_factor)
+        return b * f
+
 
 class Polynomial(Schedule):
     """``end_lr + (b - end_lr) * (1 - min(t, total_iters) / total_iters) ** power``
@@ -197,6 +237,14 @@ class Polynomial(Schedule):
 
     def fields(self):
         return [self.total_iters, self.power, self.end_lr, float(self.cycle)]
+
+    def evaluate(self, t, b, plateau=None):
+        if self.cycle:
+            horizon = self.total_iters * torch.clamp(torch.ceil(t / self.total_iters), min=1.0)
+            remaining = 1 - t / horizon
+        else:
+            remaining = 1 - torch.clamp(t, max=self.total_iters) / self.total_iters
+        return (b - self.end_lr) * remaining ** self.power + self.end_lr
 
 
 class Cosine(Schedule):
@@ -230,6 +278,15 @@ class Cosine(Schedule):
     def fields(self):
         return [self.T_max, self.eta_min, self.alpha, self.exponent, self.num_cycles, float(self.periodic)]
 
+    def evaluate(self, t, b, plateau=None):
+        if self.periodic:  # one period is T_max / num_cycles steps
+            p = torch.fmod(t, self.T_max / self.num_cycles) / self.T_max
+        else:
+            p = torch.clamp(t / self.T_max, max=1.0)
+        c = (1 + torch.cos(2 * math.pi * self.num_cycles * p)) / 2
+        low = self.eta_min + self.alpha * b
+        return low + (b - low) * c ** self.exponent
+
 
 class CosineRestarts(Schedule):
     """Cosine annealing with warm restarts (torch CosineAnnealingWarmRestarts,
@@ -258,6 +315,30 @@ class CosineRestarts(Schedule):
     def fields(self):
         return [self.T_0, self.T_mult, self.eta_min, self.alpha, self.cycle_decay, self.cycle_limit]
 
+    def evaluate(self, t, b, plateau=None):
+        if self.T_mult == 1:
+            cycle = floor_div(t, self.T_0)
+            start = t - torch.fmod(t, self.T_0)
+        else:
+            # Cycle i starts at T_0 (m^i - 1) / (m - 1): invert, then step one
+            # cycle back or forward where log() rounded across a boundary.
+            m = self.T_mult
+
+            def start_of(i):
+                return self.T_0 * (m ** i - 1) / (m - 1)
+
+            cycle = torch.floor(torch.log(1 + t * (m - 1) / self.T_0) / math.log(m))
+            cycle = torch.where(start_of(cycle) > t, cycle - 1, cycle)
+            cycle = torch.where(start_of(cycle + 1) <= t, cycle + 1, cycle)
+            start = start_of(cycle)
+        period = self.T_0 * self.T_mult ** cycle
+        t_cur = t - start
+        low = self.eta_min + self.alpha * b
+        value = low + (b - low) * self.cycle_decay ** cycle * (1 + torch.cos(math.pi * t_cur / period)) / 2
+        if self.cycle_limit:
+            value = torch.where(cycle >= self.cycle_limit, low + 0 * value, value)
+        return value
+
 
 class InverseSqrt(Schedule):
     """``b * sqrt(timescale / (t + timescale))`` (HF inverse_sqrt after warmup)."""
@@ -269,6 +350,9 @@ class InverseSqrt(Schedule):
 
     def fields(self):
         return [self.timescale]
+
+    def evaluate(self, t, b, plateau=None):
+        return b / torch.sqrt((t + self.timescale) / self.timescale)
 
 
 class InverseTime(Schedule):
@@ -284,6 +368,10 @@ class InverseTime(Schedule):
 
     def fields(self):
         return [self.decay_rate, self.decay_steps, float(self.staircase)]
+
+    def evaluate(self, t, b, plateau=None):
+        p = floor_div(t, self.decay_steps) if self.staircase else t / self.decay_steps
+        return b / (1 + self.decay_rate * p)
 
 
 class OneCycle(Schedule):
@@ -340,6 +428,24 @@ class OneCycle(Schedule):
         lrs = list(self.phase_lrs) + [0.0] * (4 - len(self.phase_lrs))
         return [len(self.phase_ends), _code("ONE_CYCLE_ANNEAL", self.anneal_strategy), *ends, *lrs]
 
+    def evaluate(self, t, b, plateau=None):
+        value = torch.zeros_like(t)
+        start = 0.0
+        chosen = torch.zeros_like(t, dtype=torch.bool)
+        last = len(self.phase_ends) - 1
+        for k, end in enumerate(self.phase_ends):
+            here = ~chosen & ((t <= end) | (k == last))
+            pct = torch.clamp((t - start) / (end - start), max=1.0)
+            lo, hi = self.phase_lrs[k], self.phase_lrs[k + 1]
+            if self.anneal_strategy == "cos":
+                phase = hi + (lo - hi) / 2 * (torch.cos(math.pi * pct) + 1)
+            else:
+                phase = lo + (hi - lo) * pct
+            value = torch.where(here, phase, value)
+            chosen = chosen | here
+            start = end
+        return value + 0 * b
+
 
 class Cyclic(Schedule):
     """torch CyclicLR (lr part): between the group's base lr ``b`` and ``max_lr``,
@@ -383,6 +489,21 @@ class Cyclic(Schedule):
         return [self.max_lr, self.total_size, self.step_ratio, _code("CYCLIC_MODES", self.mode), self.gamma,
                 float(self.start is not None), self.start or 0.0]
 
+    def evaluate(self, t, b, plateau=None):
+        if self.start is not None:
+            b = torch.full_like(b, self.start)
+        cycle = floor_div(t, self.total_size) + 1
+        x = torch.fmod(t, self.total_size) / self.total_size
+        rising = x <= self.step_ratio
+        scale_factor = torch.where(rising, x / self.step_ratio, (x - 1) / (self.step_ratio - 1))
+        if self.mode == "triangular":
+            amplitude = torch.ones_like(t)
+        elif self.mode == "triangular2":
+            amplitude = 1 / 2.0 ** (cycle - 1)
+        else:
+            amplitude = torch.pow(torch.as_tensor(self.gamma, dtype=t.dtype, device=t.device), t)
+        return b + (self.max_lr - b) * scale_factor * amplitude
+
 
 def one_cycle_momentum(total_steps: int, base_momentum: float = 0.85, max_momentum: float = 0.95,
                        pct_start: float = 0.3, anneal_strategy: str = "cos", three_phase: bool = False) -> OneCycle:
@@ -425,12 +546,17 @@ class RangeTest(Schedule):
     def fields(self):
         return [self.end_lr, self.num_iter, _code("RANGE_TEST_MODES", self.mode)]
 
+    def evaluate(self, t, b, plateau=None):
+        r = torch.clamp(t / self.num_iter, max=1.0)
+        if self.mode == "linear":
+            return b + r * (self.end_lr - b)
+        safe = torch.where(b > 0, b, torch.ones_like(b))
+        return torch.where(b > 0, safe * (self.end_lr / safe) ** r, torch.zeros_like(b * r))
+
 
 def noam(d_model: int, warmup_steps: int) -> Schedule:
     """Noam (Transformer) schedule as a factor: ``d_model**-0.5 *
     min(s**-0.5, s * warmup_steps**-1.5)`` with ``s = t + 1``."""
-    from .compose import Chain, Sequential
-
     d_model = check.integer("d_model", d_model, 1)
     warmup_steps = check.integer("warmup_steps", warmup_steps, 1)
     scale = Constant(d_model ** -0.5 * warmup_steps ** -0.5)

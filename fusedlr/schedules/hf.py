@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from . import _checks as check
 from .base import Schedule
-from .compose import Sequential, warmup_stable_decay, with_warmup
+from .base import Sequential
+from .compose import warmup_stable_decay, with_warmup
 from .families import Anneal, Constant, Cosine, CosineRestarts, InverseSqrt, Polynomial, cosine_decay_with_min
 from .plateau import Plateau
 

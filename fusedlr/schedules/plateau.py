@@ -1,7 +1,10 @@
 """Reduce-on-plateau as a schedule node whose reductions live on the device."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
+
+import torch
 
 from . import _checks as check
 from .base import Schedule
@@ -54,6 +57,14 @@ class Plateau(Schedule):
     def fields(self) -> list[float]:
         return []  # the configuration and state live in the optimizer's plateau buffer
 
+    def evaluate(self, t, b, plateau=None):
+        """b until the group's first reduction, then max(b factor**k, min_lr)."""
+        if plateau is None:
+            return b.expand(t.shape[0], b.shape[1])
+        k = plateau.reductions[plateau.groups].reshape(1, -1)
+        floor = plateau.min_lrs[plateau.groups].reshape(1, -1)
+        return torch.where(k == 0, b, torch.maximum(b * self.factor ** k, floor)).expand(t.shape[0], -1)
+
 
 def plateaus_in(schedule: Schedule | None) -> list[Plateau]:
     """Every Plateau node of a schedule tree."""
@@ -63,3 +74,15 @@ def plateaus_in(schedule: Schedule | None) -> list[Plateau]:
     for child in schedule.children():
         found += plateaus_in(child)
     return found
+
+
+@dataclass
+class PlateauView:
+    """An optimizer's plateau reductions as seen by the columns of an evaluation:
+    ``reductions``/``min_lrs`` (float64 (G,) tensors) and the param group of each column."""
+    reductions: torch.Tensor
+    min_lrs: torch.Tensor
+    groups: list
+
+    def column(self, c: int) -> "PlateauView":
+        return PlateauView(self.reductions, self.min_lrs, self.groups[c:c + 1])

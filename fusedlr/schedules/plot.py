@@ -1,10 +1,12 @@
 """PNG plots of schedules (optional dependency: matplotlib)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .. import figures
-from .base import Schedule
+
+if TYPE_CHECKING:  # base.py imports this module (Schedule.plot)
+    from .base import Schedule
 
 
 def plot_schedules(schedules: Mapping[str, Schedule], path, num_steps: int = 1000,

@@ -6,7 +6,7 @@ import warnings
 from torch.optim import lr_scheduler as tls
 
 from .base import Schedule
-from .compose import Chain, PerGroup, Sequential
+from .base import Chain, PerGroup, Sequential
 from .families import (Constant, Cosine, CosineRestarts, Cyclic, Exponential, Linear, MultiStep, OneCycle,
                        Polynomial, Step)
 from .plateau import Plateau
