@@ -2,6 +2,7 @@
 
 #include "fusedlr/schedule_eval.h"
 #include "launchers.h"
+#include "runtime_helpers.h"
 
 namespace fusedlr {
 namespace cuda {
@@ -16,10 +17,6 @@ __global__ void schedule_values_kernel(const double* prog, const int64_t* steps,
     const int64_t g = k % n_groups;
     out[k] = evaluate_schedule(prog, steps[k / n_groups], g, base_lrs[g]);
   }
-}
-
-std::string error_text(cudaError_t err) {
-  return err == cudaSuccess ? std::string() : std::string(cudaGetErrorString(err));
 }
 
 }  // namespace
@@ -40,17 +37,13 @@ std::string schedule_values(int device, void* stream, const double* prog,
                             const double* base_lrs, int64_t n_groups, double* out) {
   const int64_t total = n_steps * n_groups;
   if (total == 0) return {};
-  int previous = -1;
-  cudaGetDevice(&previous);
-  if (previous != device) cudaSetDevice(device);
+  DeviceGuard guard(device);
   const int threads = 256;
   const int64_t wanted = (total + threads - 1) / threads;
   const int blocks = (int)(wanted < 65535 ? wanted : 65535);
   schedule_values_kernel<<<blocks, threads, 0, static_cast<cudaStream_t>(stream)>>>(
       prog, steps, n_steps, base_lrs, n_groups, out);
-  const std::string error = error_text(cudaGetLastError());
-  if (previous >= 0 && previous != device) cudaSetDevice(previous);
-  return error;
+  return last_error_text();
 }
 
 }  // namespace cuda

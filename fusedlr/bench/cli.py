@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"workload presets: {', '.join(PRESETS)} (default: large gpt2-small tiny-1000)")
     p.add_argument("--shapes", metavar="JSON", help="a JSON file with a list of param shapes")
     p.add_argument("--module", metavar="PKG.MOD:FACTORY", help="shapes of the params of a torch.nn.Module factory")
-    p.add_argument("--optimizer", nargs="+", choices=["adamw", "sgd"], default=["adamw"])
+    p.add_argument("--optimizer", nargs="+", choices=["adamw", "adam", "sgd"], default=["adamw"])
     p.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["fp32"])
     p.add_argument("--clip", nargs="+", metavar="MAX_NORM", type=_clip_value, default=[None],
                    help="race with grad-norm clipping: torch runs clip_grad_norm_(params, MAX_NORM) before its step, "

@@ -12,9 +12,13 @@ import fusedlr
 from fusedlr import schedules as S
 
 #: bytes each element moves per step, in units of the param's element size:
-#: AdamW reads p, g, m, v and writes p, m, v; SGD-momentum reads p, g, buf and writes p, buf
-ACCESSES_PER_ELEMENT = {"adamw": 7, "sgd": 5}
-HYPER = {"adamw": dict(lr=1e-3, weight_decay=1e-2), "sgd": dict(lr=1e-2, momentum=0.9)}
+#: Adam(W) reads p, g, m, v and writes p, m, v; SGD-momentum reads p, g, buf and writes p, buf
+ACCESSES_PER_ELEMENT = {"adamw": 7, "adam": 7, "sgd": 5}
+HYPER = {"adamw": dict(lr=1e-3, weight_decay=1e-2), "adam": dict(lr=1e-3, weight_decay=1e-2),
+         "sgd": dict(lr=1e-2, momentum=0.9)}
+#: each optimizer's (torch.optim class, fusedlr class)
+CLASSES = {"adamw": (torch.optim.AdamW, fusedlr.AdamW), "adam": (torch.optim.Adam, fusedlr.Adam),
+           "sgd": (torch.optim.SGD, fusedlr.SGD)}
 TOTAL_STEPS, WARMUP_STEPS = 100_000, 1_000
 
 
@@ -43,7 +47,7 @@ def fusedlr_warmup_cosine():
 
 
 def _torch_class(optimizer: str):
-    return torch.optim.AdamW if optimizer == "adamw" else torch.optim.SGD
+    return CLASSES[optimizer][0]
 
 
 def _torch_eager(mode: str):
@@ -70,7 +74,7 @@ def _clip_grad_norm(params, max_grad_norm) -> Callable:
 
 
 def _fusedlr_eager(params, optimizer, max_grad_norm=None):
-    cls = fusedlr.AdamW if optimizer == "adamw" else fusedlr.SGD
+    cls = CLASSES[optimizer][1]
     opt = cls(params, **HYPER[optimizer], schedule=fusedlr_warmup_cosine(), max_grad_norm=max_grad_norm)
     return opt, opt.step
 
@@ -85,7 +89,7 @@ def _half_only(params) -> None:
 
 def _fusedlr_master_weights(params, optimizer, max_grad_norm=None):
     _half_only(params)
-    cls = fusedlr.AdamW if optimizer == "adamw" else fusedlr.SGD
+    cls = CLASSES[optimizer][1]
     opt = cls(params, **HYPER[optimizer], schedule=fusedlr_warmup_cosine(), max_grad_norm=max_grad_norm,
               master_weights=True)
     return opt, opt.step
@@ -93,7 +97,7 @@ def _fusedlr_master_weights(params, optimizer, max_grad_norm=None):
 
 def _fusedlr_bf16_states(params, optimizer, max_grad_norm=None):
     """bf16 states beside fp32 params, or beside fp32 masters of half params."""
-    cls = fusedlr.AdamW if optimizer == "adamw" else fusedlr.SGD
+    cls = CLASSES[optimizer][1]
     opt = cls(params, **HYPER[optimizer], schedule=fusedlr_warmup_cosine(), max_grad_norm=max_grad_norm,
               master_weights=params[0].dtype in HALF, state_dtype=torch.bfloat16)
     return opt, opt.step
@@ -152,7 +156,7 @@ def _fusedlr_graphed(params, optimizer, max_grad_norm=None):
 
 def _torch_fused_capturable_graphed(params, optimizer, max_grad_norm=None):
     """The best torch does inside a graph: fused + capturable, constant lr (no scheduler)."""
-    extra = dict(capturable=True) if optimizer == "adamw" else {}
+    extra = dict(capturable=True) if optimizer != "sgd" else {}
     opt = _torch_class(optimizer)(params, **HYPER[optimizer], fused=True, **extra)
     clip = _clip_grad_norm(params, max_grad_norm)
 
