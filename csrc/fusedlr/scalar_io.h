@@ -24,10 +24,10 @@ template <> struct math_type<double> { using type = double; };
 
 namespace detail {
 
-FUSEDLR_HD uint32_t float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-FUSEDLR_HD float bits_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+FUSEDLR_HD_ELEMENT uint32_t float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+FUSEDLR_HD_ELEMENT float bits_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
-FUSEDLR_HD float half_to_float(uint16_t h) {
+FUSEDLR_HD_ELEMENT float half_to_float(uint16_t h) {
 #if defined(__CUDA_ARCH__)
   __half v; memcpy(&v, &h, 2); return __half2float(v);
 #else
@@ -41,7 +41,7 @@ FUSEDLR_HD float half_to_float(uint16_t h) {
 #endif
 }
 
-FUSEDLR_HD uint16_t float_to_half(float f) {
+FUSEDLR_HD_ELEMENT uint16_t float_to_half(float f) {
 #if defined(__CUDA_ARCH__)
   __half v = __float2half_rn(f); uint16_t h; memcpy(&h, &v, 2); return h;
 #else
@@ -63,9 +63,9 @@ FUSEDLR_HD uint16_t float_to_half(float f) {
 #endif
 }
 
-FUSEDLR_HD float bf16_to_float(uint16_t b) { return bits_float((uint32_t)b << 16); }
+FUSEDLR_HD_ELEMENT float bf16_to_float(uint16_t b) { return bits_float((uint32_t)b << 16); }
 
-FUSEDLR_HD uint16_t float_to_bf16(float f) {
+FUSEDLR_HD_ELEMENT uint16_t float_to_bf16(float f) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   __nv_bfloat16 v = __float2bfloat16_rn(f); uint16_t b; memcpy(&b, &v, 2); return b;  // one instruction
 #else
@@ -78,22 +78,22 @@ FUSEDLR_HD uint16_t float_to_bf16(float f) {
 
 }  // namespace detail
 
-FUSEDLR_HD float load_as_math(const float* p, int64_t i) { return p[i]; }
-FUSEDLR_HD double load_as_math(const double* p, int64_t i) { return p[i]; }
-FUSEDLR_HD float load_as_math(const half_bits* p, int64_t i) { return detail::half_to_float(p[i].x); }
-FUSEDLR_HD float load_as_math(const bf16_bits* p, int64_t i) { return detail::bf16_to_float(p[i].x); }
+FUSEDLR_HD_ELEMENT float load_as_math(const float* p, int64_t i) { return p[i]; }
+FUSEDLR_HD_ELEMENT double load_as_math(const double* p, int64_t i) { return p[i]; }
+FUSEDLR_HD_ELEMENT float load_as_math(const half_bits* p, int64_t i) { return detail::half_to_float(p[i].x); }
+FUSEDLR_HD_ELEMENT float load_as_math(const bf16_bits* p, int64_t i) { return detail::bf16_to_float(p[i].x); }
 
-FUSEDLR_HD void store_from_math(float* p, int64_t i, float v) { p[i] = v; }
-FUSEDLR_HD void store_from_math(double* p, int64_t i, double v) { p[i] = v; }
-FUSEDLR_HD void store_from_math(half_bits* p, int64_t i, float v) { p[i].x = detail::float_to_half(v); }
-FUSEDLR_HD void store_from_math(bf16_bits* p, int64_t i, float v) { p[i].x = detail::float_to_bf16(v); }
+FUSEDLR_HD_ELEMENT void store_from_math(float* p, int64_t i, float v) { p[i] = v; }
+FUSEDLR_HD_ELEMENT void store_from_math(double* p, int64_t i, double v) { p[i] = v; }
+FUSEDLR_HD_ELEMENT void store_from_math(half_bits* p, int64_t i, float v) { p[i].x = detail::float_to_half(v); }
+FUSEDLR_HD_ELEMENT void store_from_math(bf16_bits* p, int64_t i, float v) { p[i].x = detail::float_to_bf16(v); }
 
 // Stochastic rounding of bf16 states (stochastic_rounding=True): the value
 // rounds up in magnitude with the probability of its distance from the lower
 // bf16, so the rounding is unbiased; the random bits are a hash of a seed (per
 // tensor, state and update count: StateRounding) and the element index, so
 // runs are reproducible and need no generator state (graph-safe).
-FUSEDLR_HD uint32_t mix32(uint32_t x) {  // a 32-bit integer hash (Chris Wellons' lowbias32)
+FUSEDLR_HD_ELEMENT uint32_t mix32(uint32_t x) {  // a 32-bit integer hash (Chris Wellons' lowbias32)
   x ^= x >> 16;
   x *= 0x7feb352du;
   x ^= x >> 15;
@@ -116,7 +116,7 @@ FUSEDLR_HD StateRounding state_rounding(bool stochastic, int64_t tensor, int64_t
   return r;
 }
 
-FUSEDLR_HD uint16_t float_to_bf16_stochastic(float f, uint32_t random) {
+FUSEDLR_HD_ELEMENT uint16_t float_to_bf16_stochastic(float f, uint32_t random) {
   const uint32_t u = detail::float_bits(f);
   const uint32_t rounded = (u + (random & 0xffffu)) >> 16;  // the magnitude bits: carries round up in magnitude
   return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);  // nan stays a quiet nan
@@ -142,9 +142,9 @@ FUSEDLR_HD auto rounding_for(bool stochastic, int64_t tensor, const int64_t* upd
 // Element i of state slot `slot`, element `element` of its tensor: to nearest,
 // or stochastically for bf16 with a seed.
 template <typename T, typename M, typename R>
-FUSEDLR_HD void store_state_at(T* p, int64_t i, M v, const R&, int, int64_t) { store_from_math(p, i, v); }
+FUSEDLR_HD_ELEMENT void store_state_at(T* p, int64_t i, M v, const R&, int, int64_t) { store_from_math(p, i, v); }
 
-FUSEDLR_HD void store_state_at(bf16_bits* p, int64_t i, float v, const StateRounding& r, int slot, int64_t element) {
+FUSEDLR_HD_ELEMENT void store_state_at(bf16_bits* p, int64_t i, float v, const StateRounding& r, int slot, int64_t element) {
   const uint32_t seed = r.seeds[slot];
   p[i].x = seed ? float_to_bf16_stochastic(v, mix32(seed ^ mix32((uint32_t)element ^ (uint32_t)(element >> 32))))
                 : detail::float_to_bf16(v);
@@ -152,7 +152,7 @@ FUSEDLR_HD void store_state_at(bf16_bits* p, int64_t i, float v, const StateRoun
 
 // ... with the pointers' element 0 at index r.first of the tensor.
 template <typename T, typename M, typename R>
-FUSEDLR_HD void store_state(T* p, int64_t i, M v, const R& r, int slot) {
+FUSEDLR_HD_ELEMENT void store_state(T* p, int64_t i, M v, const R& r, int slot) {
   store_state_at(p, i, v, r, slot, r.first + i);
 }
 

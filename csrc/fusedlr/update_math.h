@@ -105,7 +105,7 @@ FUSEDLR_HD SgdScalars<M> sgd_scalars(const double* row) {
 // is reached through `buffer` (load(), store(value)) only where torch reads or
 // writes it, which also keeps the CPU loops vectorisable.
 template <bool kNesterov, typename M, typename Buffer>
-FUSEDLR_HD M sgd_math(const SgdScalars<M>& s, M g, M p, Buffer& buffer) {
+FUSEDLR_HD_ELEMENT M sgd_math(const SgdScalars<M>& s, M g, M p, Buffer& buffer) {
   if (s.weight_decay != (M)0) g = g + s.weight_decay * p;
   if (s.has_momentum) {
     const M buf = s.first_update ? g : buffer.load() * s.momentum + s.dampening_complement * g;
@@ -121,8 +121,8 @@ struct BufferAt {
   T* data;
   int64_t i;
   const R& rounding;
-  FUSEDLR_HD M load() const { return load_as_math(data, i); }
-  FUSEDLR_HD void store(M value) { store_state(data, i, value, rounding, 0); }
+  FUSEDLR_HD_ELEMENT M load() const { return load_as_math(data, i); }
+  FUSEDLR_HD_ELEMENT void store(M value) { store_state(data, i, value, rounding, 0); }
 };
 
 template <typename M>
@@ -140,18 +140,18 @@ FUSEDLR_HD AdamScalars<M> adam_scalars(const double* row) {
 // a + b c rounded once, as torch computes add(b, alpha=c) (an FMA on the CPU,
 // contracted to one on CUDA). On the host in fp32 through double (the product
 // is exact there), which vectorises where a hardware FMA may be missing.
-FUSEDLR_HD float multiply_add(float a, float b, float c) {
+FUSEDLR_HD_ELEMENT float multiply_add(float a, float b, float c) {
 #if defined(__CUDA_ARCH__)
   return fmaf(b, c, a);
 #else
   return (float)((double)a + (double)b * (double)c);
 #endif
 }
-FUSEDLR_HD double multiply_add(double a, double b, double c) { return fma(b, c, a); }
+FUSEDLR_HD_ELEMENT double multiply_add(double a, double b, double c) { return fma(b, c, a); }
 
 // torch.lerp's formula (exact at both ends).
 template <typename M>
-FUSEDLR_HD M lerp_math(M from, M to, M weight) {
+FUSEDLR_HD_ELEMENT M lerp_math(M from, M to, M weight) {
   return weight < (M)0.5 ? from + weight * (to - from) : to - (to - from) * ((M)1 - weight);
 }
 
@@ -161,7 +161,7 @@ FUSEDLR_HD M lerp_math(M from, M to, M weight) {
 // m = lerp(m, g, 1-beta1); v = beta2 v + (1-beta2) g g;
 // [vmax = max(vmax, v)]; p += -lr/bc1 * m / (sqrt(v or vmax)/sqrt(bc2) + eps).
 template <bool kAmsgrad, typename M>
-FUSEDLR_HD void adam_math(const AdamScalars<M>& s, M g, M& p, M& m, M& v, M& vmax) {
+FUSEDLR_HD_ELEMENT void adam_math(const AdamScalars<M>& s, M g, M& p, M& m, M& v, M& vmax) {
   if (s.l2 != (M)0) g = multiply_add(g, p, s.l2);  // Adam's weight decay (0 for AdamW: decoupled)
   p = p * s.decay;
   m = lerp_math(m, g, s.beta1_complement);
@@ -179,14 +179,14 @@ FUSEDLR_HD void adam_math(const AdamScalars<M>& s, M g, M& p, M& m, M& v, M& vma
 // CUDA kernels' unaligned path). `param` has the type T the maths runs on
 // (with master weights: the fp32 masters), `grad` and the states their own.
 template <bool kNesterov, typename T, typename G, typename S, typename M, typename R>
-FUSEDLR_HD void sgd_element(const SgdScalars<M>& s, M factor, T* param, const G* grad, S* momentum_buffer,
+FUSEDLR_HD_ELEMENT void sgd_element(const SgdScalars<M>& s, M factor, T* param, const G* grad, S* momentum_buffer,
                             int64_t i, const R& rounding) {
   BufferAt<S, M, R> buffer{momentum_buffer, i, rounding};
   store_from_math(param, i, sgd_math<kNesterov>(s, load_as_math(grad, i) * factor, load_as_math(param, i), buffer));
 }
 
 template <bool kAmsgrad, typename T, typename G, typename S, typename M, typename R>
-FUSEDLR_HD void adam_element(const AdamScalars<M>& s, M factor, T* param, const G* grad, S* exp_avg,
+FUSEDLR_HD_ELEMENT void adam_element(const AdamScalars<M>& s, M factor, T* param, const G* grad, S* exp_avg,
                               S* exp_avg_sq, S* max_exp_avg_sq, int64_t i, const R& rounding) {
   M p = load_as_math(param, i), m = load_as_math(exp_avg, i), v = load_as_math(exp_avg_sq, i);
   M vmax = kAmsgrad ? load_as_math(max_exp_avg_sq, i) : (M)0;
@@ -200,7 +200,7 @@ FUSEDLR_HD void adam_element(const AdamScalars<M>& s, M factor, T* param, const 
 // Master weights: element i of the param (the grads' dtype) becomes the
 // rounding of its updated master (round to nearest even, as torch's .to()).
 template <typename T, typename G>
-FUSEDLR_HD void copy_out_element(const T* master, G* param, int64_t i) {
+FUSEDLR_HD_ELEMENT void copy_out_element(const T* master, G* param, int64_t i) {
   store_from_math(param, i, load_as_math(master, i));
 }
 

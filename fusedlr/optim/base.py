@@ -1,5 +1,5 @@
 """FusedOptimizer: the torch.optim.Optimizer subclass behind fusedlr.SGD and
-fusedlr.AdamW. It owns the per-device schedule step counters, allocates all
+fusedlr.Adam(W). It owns the per-device schedule step counters, allocates all
 state at construction (and lazily again, as torch does, after a reset),
 groups each step's work into (device, dtype, mode) buckets, checked every step
 against what the kernels were handed before, and hands them to a backend: the
