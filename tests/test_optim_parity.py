@@ -1,4 +1,4 @@
-"""fusedlr.SGD / fusedlr.AdamW against torch.optim.SGD / AdamW stepped together
+"""fusedlr.SGD / Adam / AdamW against torch.optim.SGD / Adam / AdamW stepped together
 with the equivalent torch scheduler: same parameters after hundreds of steps,
 for the option grid, several param groups and params that miss grads."""
 import itertools
@@ -44,42 +44,24 @@ def test_sgd_matches_torch(options, backend):
     assert int(f_opt.step_count) == STEPS
 
 
-ADAMW_CASES = [
-    dict(amsgrad=amsgrad, weight_decay=wd, maximize=maximize, betas=betas, eps=eps)
-    for amsgrad, wd, maximize, (betas, eps) in itertools.product(
-        [False, True], [0.0, 0.1], [False, True], [((0.9, 0.999), 1e-8), ((0.8, 0.95), 1e-6)])
-]
-
-
-@pytest.mark.parametrize("options", ADAMW_CASES, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
-def test_adamw_matches_torch(options, backend):
-    schedule = ["warmup-cosine", "onecycle", "none"][ADAMW_CASES.index(options) % 3]
-    groups = [dict(options, lr=3e-3), dict(options, lr=1e-3, weight_decay=0.05)]
-    tp, fp, t_opt, f_opt = run_side_by_side(torch.optim.AdamW, fusedlr.AdamW, groups, SCHEDULERS[schedule], STEPS,
-                                            backend)
-    assert max_relative_error(tp, fp) < RTOL
-    # optimizer state follows torch's too
-    for p_t, p_f in zip(tp, fp):
-        for key in ("exp_avg", "exp_avg_sq"):
-            assert max_relative_error([t_opt.state[p_t][key]], [f_opt.state[p_f][key]]) < RTOL
-        assert int(f_opt.state[p_f]["step"]) == int(t_opt.state[p_t]["step"])
-
-
 ADAM_CASES = [
     dict(amsgrad=amsgrad, weight_decay=wd, maximize=maximize, betas=betas, eps=eps)
     for amsgrad, wd, maximize, (betas, eps) in itertools.product(
         [False, True], [0.0, 0.1], [False, True], [((0.9, 0.999), 1e-8), ((0.8, 0.95), 1e-6)])
 ]
+#: torch.optim.AdamW (decoupled weight decay) and torch.optim.Adam (weight decay as an L2 term on the grad)
+ADAM_FAMILY = {"adamw": (torch.optim.AdamW, fusedlr.AdamW, 0), "adam": (torch.optim.Adam, fusedlr.Adam, 1)}
 
 
 @pytest.mark.parametrize("options", ADAM_CASES, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
-def test_adam_matches_torch(options, backend):
-    """fusedlr.Adam against torch.optim.Adam: weight decay as an L2 term on the grad."""
-    schedule = ["step", "warmup-cosine", "onecycle", "none"][ADAM_CASES.index(options) % 4]
+@pytest.mark.parametrize("name", sorted(ADAM_FAMILY))
+def test_adam_family_matches_torch(name, options, backend):
+    torch_cls, fused_cls, offset = ADAM_FAMILY[name]
+    schedule = ["step", "warmup-cosine", "onecycle", "none"][(ADAM_CASES.index(options) + offset) % 4]
     groups = [dict(options, lr=3e-3), dict(options, lr=1e-3, weight_decay=0.05)]
-    tp, fp, t_opt, f_opt = run_side_by_side(torch.optim.Adam, fusedlr.Adam, groups, SCHEDULERS[schedule], STEPS,
-                                            backend)
+    tp, fp, t_opt, f_opt = run_side_by_side(torch_cls, fused_cls, groups, SCHEDULERS[schedule], STEPS, backend)
     assert max_relative_error(tp, fp) < RTOL
+    # optimizer state follows torch's too
     for p_t, p_f in zip(tp, fp):
         for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if options["amsgrad"] else ()):
             assert max_relative_error([t_opt.state[p_t][key]], [f_opt.state[p_f][key]]) < RTOL
