@@ -53,7 +53,8 @@ def run(cls, options, dtype):
 
 for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
     for cls, options in ((fusedlr.SGD, dict(momentum=0.9, nesterov=True)), (fusedlr.SGD, dict(momentum=0.0)),
-                         (fusedlr.AdamW, dict(amsgrad=True)), (fusedlr.AdamW, {})):
+                         (fusedlr.AdamW, dict(amsgrad=True)), (fusedlr.AdamW, {}),
+                         (fusedlr.Adam, dict(weight_decay=0.1))):
         run(cls, options, dtype)
 # the mixed-dtype kernels: fp32 masters of half params, bf16 states (stochastically rounded), fused clipping
 LARGE_RUN = dict(max_grad_norm=1.0, state_dtype=torch.bfloat16, stochastic_rounding=True)

@@ -127,8 +127,11 @@ def test_adam_and_adamw_checkpoints_do_not_cross():
     adam = fusedlr.Adam(params)
     with pytest.raises(ValueError, match="from fusedlr.Adam; it cannot be loaded into fusedlr.AdamW"):
         fusedlr.AdamW(params).load_state_dict(adam.state_dict())
-    with pytest.raises(ValueError, match="decoupled_weight_decay=True is AdamW"):
+    with pytest.raises(ValueError, match="decoupled_weight_decay=True: that is fusedlr.AdamW"):
         fusedlr.Adam(params, decoupled_weight_decay=True)
+    with pytest.raises(ValueError, match="decoupled_weight_decay=False: that is fusedlr.Adam "):
+        fusedlr.AdamW(params, decoupled_weight_decay=False)
+    fusedlr.AdamW(params, decoupled_weight_decay=True)  # torch.optim.Adam(decoupled_weight_decay=True)'s meaning
 
 
 def test_torch_sgd_checkpoint_loads_into_fusedlr(backend):

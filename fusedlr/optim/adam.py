@@ -40,10 +40,13 @@ class Adam(FusedOptimizer):
                  max_grad_norm: float | None = None, norm_type: float = 2.0, master_weights: bool = False,
                  state_dtype: torch.dtype | None = None, stochastic_rounding: bool = False, foreach=None,
                  capturable: bool = False, differentiable: bool = False, fused=None,
-                 decoupled_weight_decay: bool = False):
+                 decoupled_weight_decay: bool | None = None):
         check_torch_flags(differentiable)
-        if decoupled_weight_decay and self.spec is specs.ADAM:
-            raise ValueError("decoupled_weight_decay=True is AdamW: use fusedlr.AdamW (same arguments)")
+        decoupled = self.spec is specs.ADAMW
+        if decoupled_weight_decay is not None and bool(decoupled_weight_decay) != decoupled:
+            raise ValueError(f"decoupled_weight_decay={decoupled_weight_decay!r}: that is fusedlr."
+                             f"{'Adam' if decoupled else 'AdamW'} (same arguments); fusedlr.{self.spec.class_name}'s "
+                             f"weight decay is {'decoupled' if decoupled else 'an L2 term on the grad'}")
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, schedule=schedule, beta1_schedule=beta1_schedule,
                         weight_decay_schedule=weight_decay_schedule)

@@ -138,7 +138,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     @property
     def schedule_keys(self) -> tuple:
         """The group keys that hold schedules."""
-        return self.spec.schedule_keys()
+        return self.spec.schedule_keys
 
     @property
     def state_keys(self) -> tuple:

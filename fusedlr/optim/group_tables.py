@@ -17,7 +17,7 @@ def hyper_key(group: dict, spec: OptimizerSpec) -> tuple:
     steps to spot edits (which are then validated). Missing keys read as None
     (refilled from the defaults at the refresh). Schedules (immutable) and
     tensors (converted to numbers by the refresh's checks) compare by identity."""
-    return tuple(_comparable(group.get(name)) for name in spec.compared_keys())
+    return tuple(_comparable(group.get(name)) for name in spec.compared_keys)
 
 
 def _comparable(value):

@@ -7,6 +7,7 @@ here, its kind and element update in C++, its class (arguments, checks, docs).""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 from . import reference_updates
@@ -29,6 +30,7 @@ class OptimizerSpec:
     #: reference_updates' function of one tensor
     reference_update: Callable
 
+    @cached_property
     def schedule_keys(self) -> tuple:
         """The group keys that hold schedules (the lr's first)."""
         return ("schedule", *self.schedules)
@@ -47,10 +49,12 @@ class OptimizerSpec:
     def _column_value(self, column: str) -> Callable:
         return lambda group: self.table_values(group)[column]
 
+    @cached_property
     def compared_keys(self) -> tuple:
-        """The group keys whose edits the device tables and the kernels' modes follow."""
+        """The group keys whose edits the device tables and the kernels' modes follow
+        (read at every step: computed once)."""
         return tuple(dict.fromkeys(("lr", "weight_decay", *(key for key, _ in self.hyper_fields), self.mode,
-                                    "maximize", *self.schedule_keys())))
+                                    "maximize", *self.schedule_keys)))
 
     def flags(self, group: dict) -> tuple:
         """(maximize, nesterov, amsgrad): the modes compiled into the kernel."""
