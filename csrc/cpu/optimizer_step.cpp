@@ -19,13 +19,14 @@ struct Chunk { int64_t tensor, begin, end; };
 
 // The element loops of one chunk with the states rounded by `r`. Always
 // inlined, so each ISA variant below compiles the loops for its own vectors.
-// T: params (their fp32 masters with master weights); G: grads (and, when G is
-// not T, the params written as the masters' rounding); S: states.
+// T: params (their fp32 masters with master weights, or the masters' low
+// halves with master_weights="remainder"); G: grads (and the params written
+// from masters); S: states.
 template <typename T, typename G, typename S, typename R>
 __attribute__((always_inline)) inline void update_elements(const StepArgs& a, const double* scalars, double factor,
                                                            const int64_t* row, const Chunk& c, const R& r) {
   using M = typename math_type<T>::type;
-  T* param = address_as<T>(row[kParamPtr]);
+  const auto param = param_view(address_as<T>(row[kParamPtr]), address_as<G>(row[kParamCopyPtr]));
   const G* grad = address_as<const G>(row[kGradPtr]);
   S* s0 = address_as<S>(row[kState0Ptr]);
   const M f = (M)factor;
@@ -71,7 +72,7 @@ __attribute__((always_inline)) inline void update_range(const StepArgs& a, const
     update_elements<T, G, S>(a, scalars, factor, row, c, NearestRounding{0});  // no seeds: vectorised loops
   else
     update_elements<T, G, S>(a, scalars, factor, row, c, r);
-  if (!std::is_same<T, G>::value) {  // master weights: the params become the masters' rounding
+  if constexpr (kWritesParamCopy<T, G>) {  // master weights: the params become the masters' rounding
     const T* master = address_as<const T>(row[kParamPtr]);
     G* copy = address_as<G>(row[kParamCopyPtr]);
     for (int64_t i = c.begin; i < c.end; ++i) copy_out_element(master, copy, i);
@@ -101,9 +102,11 @@ FUSEDLR_RANGE_UPDATE(update_range_f16, half_bits)
 FUSEDLR_RANGE_UPDATE(update_range_bf16, bf16_bits)
 FUSEDLR_RANGE_UPDATE(update_range_f16_master, float, half_bits)
 FUSEDLR_RANGE_UPDATE(update_range_bf16_master, float, bf16_bits)
+FUSEDLR_RANGE_UPDATE(update_range_bf16_split, bf16_low_bits, bf16_bits, float)
 FUSEDLR_RANGE_UPDATE(update_range_f32_bf16_states, float, float, bf16_bits)
 FUSEDLR_RANGE_UPDATE(update_range_f16_master_bf16_states, float, half_bits, bf16_bits)
 FUSEDLR_RANGE_UPDATE(update_range_bf16_master_bf16_states, float, bf16_bits, bf16_bits)
+FUSEDLR_RANGE_UPDATE(update_range_bf16_split_bf16_states, bf16_low_bits, bf16_bits, bf16_bits)
 #undef FUSEDLR_RANGE_UPDATE
 
 RangeUpdate range_update_of(const StepArgs& a) {
@@ -114,9 +117,11 @@ RangeUpdate range_update_of(const StepArgs& a) {
     case kBFloat16Step: return update_range_bf16;
     case kFloat16MasterStep: return update_range_f16_master;
     case kBFloat16MasterStep: return update_range_bf16_master;
+    case kBFloat16SplitStep: return update_range_bf16_split;
     case kFloat32Bf16StateStep: return update_range_f32_bf16_states;
     case kFloat16MasterBf16StateStep: return update_range_f16_master_bf16_states;
     case kBFloat16MasterBf16StateStep: return update_range_bf16_master_bf16_states;
+    case kBFloat16SplitBf16StateStep: return update_range_bf16_split_bf16_states;
     default: throw std::invalid_argument(kUnsupportedDtypes);
   }
 }

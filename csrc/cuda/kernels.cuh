@@ -73,6 +73,36 @@ __device__ __forceinline__ void store_pack(T* p, const Pack<T, N>& value) {
   __stcs(reinterpret_cast<V*>(p), u.raw);
 }
 
+// The pack of what the update reads and writes as the param: N values of T,
+// or with master_weights="remainder" N fp32 masters joined from (and split
+// into) N low halves and N bf16 params.
+template <int N, typename T, typename G>
+__device__ __forceinline__ Pack<T, N> load_param_pack(const T* param, const G*) {
+  return load_pack<T, N>(param);
+}
+template <int N>
+__device__ __forceinline__ Pack<float, N> load_param_pack(const bf16_low_bits* low, const bf16_bits* high) {
+  Pack<bf16_low_bits, N> l = load_pack<bf16_low_bits, N>(low);
+  Pack<bf16_bits, N> h = load_pack<bf16_bits, N>(high);
+  Pack<float, N> p;
+#pragma unroll
+  for (int j = 0; j < N; ++j) p.v[j] = load_as_math(SplitMaster{h.v, l.v}, j);
+  return p;
+}
+template <int N, typename T, typename G>
+__device__ __forceinline__ void store_param_pack(T* param, G*, const Pack<T, N>& p) {
+  store_pack(param, p);
+}
+template <int N>
+__device__ __forceinline__ void store_param_pack(bf16_low_bits* low, bf16_bits* high, const Pack<float, N>& p) {
+  Pack<bf16_low_bits, N> l;
+  Pack<bf16_bits, N> h;
+#pragma unroll
+  for (int j = 0; j < N; ++j) store_from_math(SplitMaster{h.v, l.v}, j, p.v[j]);
+  store_pack(low, l);
+  store_pack(high, h);
+}
+
 // With master weights (G, the grads' dtype, is not T): the param pack written
 // as the rounding of the updated master pack.
 template <typename T, typename G, int N>
@@ -87,14 +117,16 @@ __device__ __forceinline__ void store_copy_pack(G* copy, const Pack<T, N>& maste
 // 32-bit offsets from pointers moved to `begin`: fewer registers in the
 // loops): packs of 16 bytes of T when every pointer is 16-byte aligned (the
 // chunk start is a multiple of the pack size), one element at a time for the
-// rest. T: the param (its fp32 master with master weights); G: the grads, and
-// the param written from the master when G is not T; S: the states.
+// rest. T: the param (its fp32 master with master weights, its master's low
+// half with master_weights="remainder"); G: the grads, and the param written
+// from (or holding half of) the master when G is not T; S: the states.
 template <typename T, typename G, typename S, int kUpdate, bool kFlag>
 __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* row, const double* scalars,
                                              int64_t begin, int count, typename math_type<T>::type factor) {
   using M = typename math_type<T>::type;
-  constexpr bool kMaster = !std::is_same<T, G>::value;
-  constexpr int kPack = Pack<T>::kSize;
+  constexpr bool kMaster = kWritesParamCopy<T, G>;
+  using P = std::conditional_t<std::is_same<T, bf16_low_bits>::value, float, T>;  // the values of a param pack
+  constexpr int kPack = Pack<P>::kSize;
   T* __restrict__ param = address_as<T>(row[kParamPtr]) + begin;
   const G* __restrict__ grad = address_as<const G>(row[kGradPtr]) + begin;
   S* __restrict__ s0 = address_as<S>(row[kState0Ptr]) + begin;
@@ -112,7 +144,7 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
     const SgdScalars<M> s = sgd_scalars<M>(scalars);
     const bool reads_buffer = s.has_momentum && !s.first_update;
     for (int i = first; i < packed_end; i += stride) {
-      Pack<T> p = load_pack(param + i);
+      Pack<P, kPack> p = load_param_pack<kPack>(param + i, copy + i);
       Pack<S, kPack> buf = {};
       const Pack<G, kPack> g = load_pack<G, kPack>(grad + i);
       if (reads_buffer) buf = load_pack<S, kPack>(s0 + i);
@@ -122,17 +154,17 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
         store_from_math(p.v, j, sgd_math<kFlag>(s, load_as_math(g.v, j) * factor, load_as_math(p.v, j), buffer));
       }
       if (s.has_momentum) store_pack(s0 + i, buf);
-      store_pack(param + i, p);
-      if (kMaster) store_copy_pack(copy + i, p);
+      store_param_pack(param + i, copy + i, p);
+      if constexpr (kMaster) store_copy_pack(copy + i, p);
     }
     for (int i = packed_end + (int)threadIdx.x; i < end; i += (int)blockDim.x) {
-      sgd_element<kFlag>(s, factor, param, grad, s0, i, r);
-      if (kMaster) copy_out_element(param, copy, i);
+      sgd_element<kFlag>(s, factor, param_view(param, copy), grad, s0, i, r);
+      if constexpr (kMaster) copy_out_element(param, copy, i);
     }
   } else {
     const AdamScalars<M> s = adam_scalars<M>(scalars);
     for (int i = first; i < packed_end; i += stride) {
-      Pack<T> p = load_pack(param + i);
+      Pack<P, kPack> p = load_param_pack<kPack>(param + i, copy + i);
       Pack<S, kPack> m = load_pack<S, kPack>(s0 + i), v = load_pack<S, kPack>(s1 + i), vmax = {};
       const Pack<G, kPack> g = load_pack<G, kPack>(grad + i);
       if (kFlag) vmax = load_pack<S, kPack>(s2 + i);
@@ -149,12 +181,12 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
       store_pack(s0 + i, m);
       store_pack(s1 + i, v);
       if (kFlag) store_pack(s2 + i, vmax);
-      store_pack(param + i, p);
-      if (kMaster) store_copy_pack(copy + i, p);
+      store_param_pack(param + i, copy + i, p);
+      if constexpr (kMaster) store_copy_pack(copy + i, p);
     }
     for (int i = packed_end + (int)threadIdx.x; i < end; i += (int)blockDim.x) {
-      adam_element<kFlag>(s, factor, param, grad, s0, s1, s2, i, r);
-      if (kMaster) copy_out_element(param, copy, i);
+      adam_element<kFlag>(s, factor, param_view(param, copy), grad, s0, s1, s2, i, r);
+      if constexpr (kMaster) copy_out_element(param, copy, i);
     }
   }
 }

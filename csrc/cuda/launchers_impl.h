@@ -19,8 +19,8 @@ void counted_launch(void (*kernel)(Params...), unsigned grid, unsigned block, St
   launch(kernel, grid, block, stream, args...);
 }
 
-// T: params (or their fp32 masters); G: grads (and params written from
-// masters); S: states. kFlag: SGD's nesterov, Adam's amsgrad.
+// T: params (or their fp32 masters, or the masters' low halves); G: grads
+// (and params written from masters); S: states. kFlag: SGD's nesterov, Adam's amsgrad.
 template <typename T, typename G = T, typename S = T>
 std::string launch_update(const StepArgs& a, const kernels::ChunkArgs& c, unsigned grid, Stream stream) {
   using namespace kernels;
@@ -56,9 +56,11 @@ std::string update(int device, void* stream, const StepArgs& a, const int64_t* c
     case kBFloat16Step: return launch_update<bf16_bits>(a, c, grid, s);
     case kFloat16MasterStep: return launch_update<float, half_bits>(a, c, grid, s);
     case kBFloat16MasterStep: return launch_update<float, bf16_bits>(a, c, grid, s);
+    case kBFloat16SplitStep: return launch_update<bf16_low_bits, bf16_bits, float>(a, c, grid, s);
     case kFloat32Bf16StateStep: return launch_update<float, float, bf16_bits>(a, c, grid, s);
     case kFloat16MasterBf16StateStep: return launch_update<float, half_bits, bf16_bits>(a, c, grid, s);
     case kBFloat16MasterBf16StateStep: return launch_update<float, bf16_bits, bf16_bits>(a, c, grid, s);
+    case kBFloat16SplitBf16StateStep: return launch_update<bf16_low_bits, bf16_bits, bf16_bits>(a, c, grid, s);
     default: return kUnsupportedDtypes;
   }
 }

@@ -18,6 +18,8 @@ namespace fusedlr {
 
 struct half_bits { uint16_t x; };
 struct bf16_bits { uint16_t x; };
+// master_weights="remainder": the low 16 bits of a bf16 param's fp32 master
+struct bf16_low_bits { uint16_t x; };
 
 template <typename T> struct math_type { using type = float; };
 template <> struct math_type<double> { using type = double; };
@@ -87,6 +89,27 @@ FUSEDLR_HD_ELEMENT void store_from_math(float* p, int64_t i, float v) { p[i] = v
 FUSEDLR_HD_ELEMENT void store_from_math(double* p, int64_t i, double v) { p[i] = v; }
 FUSEDLR_HD_ELEMENT void store_from_math(half_bits* p, int64_t i, float v) { p[i].x = detail::float_to_half(v); }
 FUSEDLR_HD_ELEMENT void store_from_math(bf16_bits* p, int64_t i, float v) { p[i].x = detail::float_to_bf16(v); }
+
+// master_weights="remainder": a bf16 param and the low halves of its fp32
+// master, together the exact master with no second copy. The param is the
+// master's high half rounded half away from zero (a low half >= 0x8000
+// carries into it; unlike ties-to-even this can be undone: the carry is the
+// low half's top bit). inf and nan masters keep no low half.
+struct SplitMaster {
+  bf16_bits* high;
+  bf16_low_bits* low;
+};
+FUSEDLR_HD_ELEMENT float load_as_math(const SplitMaster& p, int64_t i) {
+  const uint32_t low = p.low[i].x;
+  const uint32_t high = (uint32_t)(p.high[i].x - (low >> 15)) & 0xffffu;
+  return detail::bits_float((high << 16) | low);
+}
+FUSEDLR_HD_ELEMENT void store_from_math(const SplitMaster& p, int64_t i, float v) {
+  const uint32_t u = detail::float_bits(v);
+  const uint32_t low = (u & 0x7f800000u) == 0x7f800000u ? 0u : u & 0xffffu;
+  p.low[i].x = (uint16_t)low;
+  p.high[i].x = (uint16_t)((u >> 16) + (low >> 15));
+}
 
 // Stochastic rounding of bf16 states (stochastic_rounding=True): the value
 // rounds up in magnitude with the probability of its distance from the lower

@@ -4,7 +4,10 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "hd.h"
+#include "scalar_io.h"
 #include "schedule_eval.h"
 #include "step_layout.h"
 
@@ -12,6 +15,18 @@ namespace fusedlr {
 
 template <typename T>
 FUSEDLR_HD T* address_as(int64_t address) { return reinterpret_cast<T*>(address); }
+
+// What the element updates read and write as the param: the T array (fp32
+// masters with master weights), or with master_weights="remainder" (T the
+// masters' low halves) the bf16 params and low halves, together the masters.
+template <typename T, typename G>
+FUSEDLR_HD T* param_view(T* param, G*) { return param; }
+FUSEDLR_HD SplitMaster param_view(bf16_low_bits* low, bf16_bits* high) { return {high, low}; }
+
+// Is the param written from an fp32 master held elsewhere (G, the grads'
+// dtype, is not the dtype T updated), rather than being half of it?
+template <typename T, typename G>
+constexpr bool kWritesParamCopy = !std::is_same<T, G>::value && !std::is_same<T, bf16_low_bits>::value;
 
 FUSEDLR_HD bool step_is_skipped(const StepArgs& a) { return a.found_inf && *a.found_inf != 0.0f; }
 

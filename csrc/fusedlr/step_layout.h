@@ -45,7 +45,8 @@ enum SgdGroupField : int { kMomentum = kHyper1, kDampening = kHyper2 };
 enum AdamGroupField : int { kBeta1 = kHyper1, kBeta2 = kHyper2, kEps = kHyper3 };
 
 #define FUSEDLR_SCALAR_TYPES(X) \
-  X(kFloat32, "float32", 0) X(kFloat64, "float64", 1) X(kFloat16, "float16", 2) X(kBFloat16, "bfloat16", 3)
+  X(kFloat32, "float32", 0) X(kFloat64, "float64", 1) X(kFloat16, "float16", 2) X(kBFloat16, "bfloat16", 3) \
+  X(kInt16, "int16", 4) /* as the dtype updated, with bf16 grads: the low halves of bf16 params' fp32 masters */
 enum ScalarType : int { FUSEDLR_SCALAR_TYPES(FUSEDLR_ENUMERATOR) };
 
 // The optimizers (Python: fusedlr/optim/specs.py, by these names). Code that
@@ -55,17 +56,18 @@ enum OptimizerKind : int { FUSEDLR_OPTIMIZER_KINDS(FUSEDLR_ENUMERATOR) };
 constexpr const char kUnknownOptimizerKind[] = "unknown optimizer kind (see FUSEDLR_OPTIMIZER_KINDS)";
 
 // The (params or masters, grads, states) dtypes a step's kernels are built
-// for: each dtype alone, fp32 masters of fp16/bf16 params, and bf16 states
-// beside fp32 params or masters.
+// for: each dtype alone, fp32 masters of fp16/bf16 params, bf16 params with
+// their fp32 masters' low halves (int16), and bf16 states beside fp32 params
+// or masters.
 enum DtypeCombination : int {
   kUnsupportedCombination = -1,
   kFloat32Step, kFloat64Step, kFloat16Step, kBFloat16Step,
-  kFloat16MasterStep, kBFloat16MasterStep,
-  kFloat32Bf16StateStep, kFloat16MasterBf16StateStep, kBFloat16MasterBf16StateStep,
+  kFloat16MasterStep, kBFloat16MasterStep, kBFloat16SplitStep,
+  kFloat32Bf16StateStep, kFloat16MasterBf16StateStep, kBFloat16MasterBf16StateStep, kBFloat16SplitBf16StateStep,
 };
 constexpr const char kUnsupportedDtypes[] =
     "unsupported (dtype, grad_dtype, state_dtype): one float type for all, or float32 params (masters of "
-    "float16/bfloat16 params) with bfloat16 or float32 states";
+    "float16/bfloat16 params) or int16 low halves of bfloat16 params' masters, with bfloat16 or float32 states";
 
 inline DtypeCombination dtype_combination_of(int dtype, int grad_dtype, int state_dtype) {
   if (dtype == grad_dtype && dtype == state_dtype) {
@@ -77,8 +79,10 @@ inline DtypeCombination dtype_combination_of(int dtype, int grad_dtype, int stat
       default: return kUnsupportedCombination;
     }
   }
-  if (dtype != kFloat32 || (state_dtype != kFloat32 && state_dtype != kBFloat16)) return kUnsupportedCombination;
+  if (state_dtype != kFloat32 && state_dtype != kBFloat16) return kUnsupportedCombination;
   const bool bf16_states = state_dtype == kBFloat16;
+  if (dtype == kInt16 && grad_dtype == kBFloat16) return bf16_states ? kBFloat16SplitBf16StateStep : kBFloat16SplitStep;
+  if (dtype != kFloat32) return kUnsupportedCombination;
   switch (grad_dtype) {
     case kFloat32: return bf16_states ? kFloat32Bf16StateStep : kFloat32Step;
     case kFloat16: return bf16_states ? kFloat16MasterBf16StateStep : kFloat16MasterStep;

@@ -176,17 +176,18 @@ FUSEDLR_HD_ELEMENT void adam_math(const AdamScalars<M>& s, M g, M& p, M& m, M& v
 }
 
 // The element updates on memory, one element at a time (the CPU loops and the
-// CUDA kernels' unaligned path). `param` has the type T the maths runs on
-// (with master weights: the fp32 masters), `grad` and the states their own.
-template <bool kNesterov, typename T, typename G, typename S, typename M, typename R>
-FUSEDLR_HD_ELEMENT void sgd_element(const SgdScalars<M>& s, M factor, T* param, const G* grad, S* momentum_buffer,
+// CUDA kernels' unaligned path). `param` points to what the maths updates
+// (with master weights: the fp32 masters, or a SplitMaster), `grad` and the
+// states to their own types.
+template <bool kNesterov, typename P, typename G, typename S, typename M, typename R>
+FUSEDLR_HD_ELEMENT void sgd_element(const SgdScalars<M>& s, M factor, P param, const G* grad, S* momentum_buffer,
                             int64_t i, const R& rounding) {
   BufferAt<S, M, R> buffer{momentum_buffer, i, rounding};
   store_from_math(param, i, sgd_math<kNesterov>(s, load_as_math(grad, i) * factor, load_as_math(param, i), buffer));
 }
 
-template <bool kAmsgrad, typename T, typename G, typename S, typename M, typename R>
-FUSEDLR_HD_ELEMENT void adam_element(const AdamScalars<M>& s, M factor, T* param, const G* grad, S* exp_avg,
+template <bool kAmsgrad, typename P, typename G, typename S, typename M, typename R>
+FUSEDLR_HD_ELEMENT void adam_element(const AdamScalars<M>& s, M factor, P param, const G* grad, S* exp_avg,
                               S* exp_avg_sq, S* max_exp_avg_sq, int64_t i, const R& rounding) {
   M p = load_as_math(param, i), m = load_as_math(exp_avg, i), v = load_as_math(exp_avg_sq, i);
   M vmax = kAmsgrad ? load_as_math(max_exp_avg_sq, i) : (M)0;

@@ -37,7 +37,7 @@ class Adam(FusedOptimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
                  schedule=None, beta1_schedule=None, weight_decay_schedule=None, backend: str | None = None,
-                 max_grad_norm: float | None = None, norm_type: float = 2.0, master_weights: bool = False,
+                 max_grad_norm: float | None = None, norm_type: float = 2.0, master_weights: bool | str = False,
                  state_dtype: torch.dtype | None = None, stochastic_rounding: bool = False, foreach=None,
                  capturable: bool = False, differentiable: bool = False, fused=None,
                  decoupled_weight_decay: bool | None = None):

@@ -18,12 +18,15 @@ from .buckets import check_param, describe, note_master_in_step
 from .device_state import DeviceState
 from .distributed import check_same_sharding, is_distributed, local_tensor
 from .scheduler_guard import refuse_torch_scheduler
+from .split_master import REMAINDER
 from .specs import OptimizerSpec
 from .step_plan import StepPlan
 
 
 #: the state key of a param's fp32 master copy (master_weights)
 MASTER = "master_param"
+#: master_weights' value for masters kept as low halves beside bf16 params
+REMAINDER_MODE = "remainder"
 
 
 def default_backend(device: torch.device) -> str:
@@ -44,12 +47,14 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, defaults: dict, backend: str | None, max_grad_norm=None, norm_type=2.0,
                  master_weights=False, state_dtype=None, stochastic_rounding=False):
-        if not isinstance(master_weights, bool):
-            raise TypeError(f"master_weights must be True or False, got {master_weights!r}")
+        if not (isinstance(master_weights, bool) or master_weights == REMAINDER_MODE):
+            raise TypeError(f"master_weights must be True, False or {REMAINDER_MODE!r}, got {master_weights!r}")
         if state_dtype not in (None, torch.bfloat16):
             raise ValueError(f"state_dtype must be None (the param's dtype, float32 with master_weights) or "
                              f"torch.bfloat16, got {state_dtype!r}")
-        #: fp16/bf16 params are updated through an fp32 master copy (state "master_param")
+        #: True: fp16/bf16 params are updated through an fp32 master copy (state "master_param");
+        #: "remainder": bf16 params through the fp32 masters they form with the int16 low halves in
+        #: state "master_remainder" (split_master.py)
         self.master_weights = master_weights
         #: bfloat16: states kept in bf16 beside fp32 params or masters (maths in fp32); None: see state_dtype_of
         self.state_dtype = state_dtype
@@ -96,12 +101,16 @@ class FusedOptimizer(torch.optim.Optimizer):
         return state
 
     def uses_master(self, param: torch.Tensor) -> bool:
-        """Is ``param`` updated through an fp32 master copy (master_weights, fp16/bf16)?"""
-        return self.master_weights and param.dtype in (torch.float16, torch.bfloat16)
+        """Is ``param`` updated through an fp32 master copy (master_weights=True, fp16/bf16)?"""
+        return self.master_weights is True and param.dtype in (torch.float16, torch.bfloat16)
+
+    def uses_remainder(self, param: torch.Tensor) -> bool:
+        """Is ``param`` the high half of an fp32 master (master_weights="remainder", bf16)?"""
+        return self.master_weights == REMAINDER_MODE and param.dtype == torch.bfloat16
 
     def math_dtype_of(self, param: torch.Tensor) -> torch.dtype:
         """The dtype the kernels update ``param`` in: float32 through a master, else its own."""
-        return torch.float32 if self.uses_master(param) else param.dtype
+        return torch.float32 if self.uses_master(param) or self.uses_remainder(param) else param.dtype
 
     def state_dtype_of(self, param: torch.Tensor) -> torch.dtype:
         """The dtype of ``param``'s state tensors: bfloat16 with state_dtype=bfloat16
@@ -119,6 +128,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         if self.uses_master(param) and state.get(MASTER) is None:
             state[MASTER] = self.new_state_tensor(param, torch.float32).copy_(param.detach())
             note_master_in_step(local_tensor(state[MASTER]), local_tensor(param))
+        if self.uses_remainder(param) and state.get(REMAINDER) is None:
+            state[REMAINDER] = self.new_state_tensor(param, torch.int16)  # zeros: the master is the param
+            note_master_in_step(local_tensor(state[REMAINDER]), local_tensor(param))
         self.complete_state(param, group, state)
 
     @property
@@ -143,8 +155,8 @@ class FusedOptimizer(torch.optim.Optimizer):
     @property
     def state_keys(self) -> tuple:
         """The state keys the kernels read: the state tensors (the master copy
-        with master_weights) and "step"."""
-        master = (MASTER,) if self.master_weights else ()
+        or the masters' low halves with master_weights) and "step"."""
+        master = (REMAINDER,) if self.master_weights == REMAINDER_MODE else (MASTER,) if self.master_weights else ()
         return tuple(name for name in self.state_names if name) + master + ("step",)
 
     def add_param_group(self, param_group: dict) -> None:
@@ -209,6 +221,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Refuse a param no backend of this optimizer can update."""
         check_param(p, where)
         self._check_backend_fits(p, where)
+        if self.master_weights == REMAINDER_MODE and p.dtype == torch.float16:
+            raise TypeError(f"{where}: master_weights='remainder' keeps the low halves of bfloat16 params' fp32 "
+                            "masters (a bf16 value is an fp32's high half); this param is float16: use "
+                            "master_weights=True (a full fp32 master) or bfloat16 params")
 
     def check_state(self, param: torch.Tensor, state: dict, where: str) -> None:
         """Refuse state the kernels cannot use with ``param``: state tensors of
@@ -222,7 +238,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                 continue
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{where}: state[{name!r}] must be a tensor, got {type(t).__name__}")
-            expected = self.math_dtype_of(param) if name == MASTER else self.state_dtype_of(param)
+            expected = self.math_dtype_of(param) if name == MASTER else \
+                torch.int16 if name == REMAINDER else self.state_dtype_of(param)
             if t.shape != param.shape or t.dtype != expected or t.device != param.device:
                 kept = "" if expected == param.dtype else f" (kept in {str(expected).removeprefix('torch.')})"
                 raise RuntimeError(
@@ -600,8 +617,9 @@ class FusedOptimizer(torch.optim.Optimizer):
                 if not isinstance(value, torch.Tensor):  # not saved: zeros, or a master copy of the param
                     value = param.detach() if name == MASTER else 0
                 state[name].copy_(value) if isinstance(value, torch.Tensor) else state[name].zero_()
-        if state.get(MASTER) is not None:  # the loaded master is the truth; the param may follow (model load)
-            note_master_in_step(local_tensor(state[MASTER]), local_tensor(param))
+        for name in (MASTER, REMAINDER):  # the loaded master is the truth; the param may follow (model load)
+            if state.get(name) is not None:
+                note_master_in_step(local_tensor(state[name]), local_tensor(param))
         state["step"].fill_(checkpoint.step_count_value(loaded.get("step", 0), "state['step']"))
         return state
 

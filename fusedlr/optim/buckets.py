@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .distributed import check_same_sharding, is_distributed, local_tensor, sharding
+from .split_master import REMAINDER
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -38,8 +39,9 @@ class Entry:
     state: dict = None  # the param's state dict
     watched: tuple = ()  # (key, tensor, data_ptr() of its local values) of each state tensor the kernels read
     target: torch.Tensor = None  # the param's values: the param itself unless it is a DTensor
-    #: with master weights: where the kernels write the rounding of ``work`` (the fp32 master):
-    #: ``target``, or a contiguous stand-in written back after the update; else None
+    #: with master weights: where the kernels write the rounding of ``work`` (the fp32 master), or with
+    #: master_weights="remainder" the param holding the high halves of the masters ``work`` holds the low
+    #: halves of: ``target``, or a contiguous stand-in written back after the update; else None
     copy_out: torch.Tensor = None
 
     def __post_init__(self):
@@ -157,6 +159,19 @@ def sync_master(master: torch.Tensor, param: torch.Tensor) -> None:
     note_master_in_step(master, param)
 
 
+def sync_remainder(low: torch.Tensor, param: torch.Tensor) -> None:
+    """master_weights="remainder": a param written from outside since the last
+    step keeps its low halves, so loading a checkpoint of the same run changes
+    nothing and elsewhere the master is within a bf16 ulp of the written value;
+    where the param was set to zero, inf or nan they are cleared (a low half
+    would carry a zero across its sign into a nan master). Tensor ops only."""
+    if torch.compiler.is_compiling():
+        return
+    if getattr(low, "_fusedlr_param_version", None) is not None and not master_in_step(low, param):
+        low.copy_(torch.where(param.isfinite() & (param != 0), low, 0))
+    note_master_in_step(low, param)
+
+
 def tensor_version(t: torch.Tensor) -> int:
     """The tensor's version counter (bumped by in-place torch ops, not by the kernels)."""
     try:
@@ -223,7 +238,9 @@ def collect(optimizer) -> dict:
         flags = optimizer.flags(group)
         buckets = by_device.setdefault(p.device, {})
         master = st.get("master_param") if optimizer.uses_master(p) else None
-        dtype = p.dtype if master is None else master.dtype  # what the kernels update: the param or its master
+        remainder = st.get(REMAINDER) if optimizer.uses_remainder(p) else None
+        # what the kernels update: the param, its master or (with the param) its master's low halves
+        dtype = master.dtype if master is not None else remainder.dtype if remainder is not None else p.dtype
         state_dtype = optimizer.state_dtype_of(p)
         key = (dtype, p.dtype, state_dtype, *flags)
         bucket = buckets.get(key)
@@ -232,13 +249,17 @@ def collect(optimizer) -> dict:
                                            stochastic_rounding=optimizer.stochastic_rounding)
         target, grad = local_tensor(p), local_tensor(p.grad)
         copy_out = None
-        if master is None:
-            work = target if target.is_contiguous() else target.contiguous()
-        else:  # the master is updated, the param written as its rounding
+        if master is not None:  # the master is updated, the param written as its rounding
             work = local_tensor(master)
             sync_master(work, target)
             copy_out = target if target.is_contiguous() else \
                 torch.empty_like(target, memory_format=torch.contiguous_format)
+        elif remainder is not None:  # the low halves updated with the param, their high halves
+            work = local_tensor(remainder)
+            sync_remainder(work, target)
+            copy_out = target if target.is_contiguous() else target.contiguous()
+        else:
+            work = target if target.is_contiguous() else target.contiguous()
         grad = grad if grad.is_contiguous() else grad.contiguous()
         states = tuple(local_tensor(st[name]) if name and st.get(name) is not None else None
                        for name in optimizer.state_names)

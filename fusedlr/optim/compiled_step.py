@@ -20,7 +20,7 @@ from . import native_backend, reference_backend
 from .buckets import Bucket, Entry, collect
 
 # entry_info holds, per entry: group, bucket, and the index in `states` of its
-# state0..state2 and of its fp32 master copy (-1 where the optimizer keeps none).
+# state0..state2 and of its fp32 master copy or low halves (-1 where the optimizer keeps none).
 _ENTRY_FIELDS = 6
 # bucket_info holds, per bucket: maximize, nesterov, amsgrad, stochastic_rounding.
 _BUCKET_FIELDS = 4
@@ -72,9 +72,10 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
         entry_states = tuple(states[s] if s >= 0 else None for s in slots)
         if master < 0:
             work, copy_out = (p if p.is_contiguous() else p.contiguous()), None
-        else:  # the master is updated, the param written as its rounding
+        else:  # the master is updated, the param written as its rounding (or, for low halves, with them)
             work = states[master]
-            copy_out = p if p.is_contiguous() else torch.empty_like(p, memory_format=torch.contiguous_format)
+            copy_out = p if p.is_contiguous() else p.contiguous() if work.dtype == torch.int16 else \
+                torch.empty_like(p, memory_format=torch.contiguous_format)
         buckets[bucket].dtype, buckets[bucket].grad_dtype = work.dtype, p.dtype
         buckets[bucket].state_dtype = next((s.dtype for s in entry_states if s is not None), work.dtype)
         buckets[bucket].entries.append(Entry(p, work, g.contiguous(), entry_states, step, group, "",

@@ -4,12 +4,14 @@ tensor ops only, so it never reads a device value on the host. A step that
 GradScaler found inf/nan in is computed and then discarded with torch.where."""
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from .buckets import Bucket, Entry
 from .device_state import DeviceState
 from .. import _native
-from . import history, stochastic_rounding
+from . import history, split_master, stochastic_rounding
 from .group_tables import group_lrs_at
 from .reference_updates import commit
 from .specs import OptimizerSpec
@@ -39,6 +41,14 @@ def _state_store(bucket: Bucket, e: Entry, t: int, skip):
     return lambda state, value, slot: commit(state, stochastic_rounding.to_bf16(value, seeds[slot]), skip)
 
 
+def _joined(e: Entry) -> Entry:
+    """master_weights="remainder": the entry with its fp32 masters (joined from the
+    param and the low halves) as the values the update writes."""
+    joined = copy.copy(e)
+    joined.work = split_master.join(e.copy_out, e.work)
+    return joined
+
+
 def _scheduled_values(ds: DeviceState, spec: OptimizerSpec, param_groups: list[dict]) -> dict:
     """{"lr", "weight_decay", "hyper1"}: float64 (G,) device tensors at ds.step."""
     columns = _native.format_constants().GROUP_FIELDS
@@ -62,9 +72,12 @@ def run(ds: DeviceState, buckets: list[Bucket], spec: OptimizerSpec, param_group
     not_skipped = 1 if skip is None else (~skip).to(torch.int64)
     for bucket in buckets:
         for t, e in enumerate(bucket.entries):
-            spec.reference_update(e, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket, factor, skip,
-                   _state_store(bucket, e, t, skip))
-            if e.copy_out is not None:  # master weights: the param becomes the master's rounding
+            updated = _joined(e) if bucket.dtype == torch.int16 else e
+            spec.reference_update(updated, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket,
+                                  factor, skip, _state_store(bucket, e, t, skip))
+            if updated is not e:  # master_weights="remainder": the master back into the param and low halves
+                split_master.split(updated.work, e.copy_out, e.work)
+            elif e.copy_out is not None:  # master weights: the param becomes the master's rounding
                 commit(e.copy_out, e.work, skip)
             _count_step(e.step, not_skipped)
             e.note_step_written()

@@ -33,7 +33,11 @@ class SGD(FusedOptimizer):
     they are), no host sync; ``opt.last_grad_norm`` holds the norm measured.
     ``master_weights=True``: fp16/bf16 params are updated through an fp32 copy
     in their state (``master_param``, with fp32 states), the param written as
-    its rounding in the same pass. ``state_dtype=torch.bfloat16`` keeps the
+    its rounding in the same pass; ``master_weights="remainder"``: bf16 params
+    are the high halves of fp32 masters whose low 16 bits are kept in state
+    (``master_remainder``, int16; the param rounded half away from zero), the
+    same fp32 updates with 2 bytes per param instead of 4 (float16 params are
+    refused). ``state_dtype=torch.bfloat16`` keeps the
     states in bf16 beside fp32 params or masters (maths in fp32), optionally
     rounded stochastically (``stochastic_rounding=True``: random bits hashed
     from the tensor, its update count and the element index, so runs are
@@ -49,7 +53,7 @@ class SGD(FusedOptimizer):
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  schedule=None, momentum_schedule=None, weight_decay_schedule=None, backend: str | None = None,
-                 max_grad_norm: float | None = None, norm_type: float = 2.0, master_weights: bool = False,
+                 max_grad_norm: float | None = None, norm_type: float = 2.0, master_weights: bool | str = False,
                  state_dtype: torch.dtype | None = None, stochastic_rounding: bool = False, foreach=None,
                  differentiable: bool = False, fused=None):
         check_torch_flags(differentiable)
