@@ -95,6 +95,14 @@ def _fusedlr_master_weights(params, optimizer, max_grad_norm=None):
     return opt, opt.step
 
 
+def _fusedlr_remainders(params, optimizer, max_grad_norm=None):
+    """bf16 params as the high halves of fp32 masters (master_weights="remainder")."""
+    cls = CLASSES[optimizer][1]
+    opt = cls(params, **HYPER[optimizer], schedule=fusedlr_warmup_cosine(), max_grad_norm=max_grad_norm,
+              master_weights="remainder")
+    return opt, opt.step
+
+
 def _fusedlr_bf16_states(params, optimizer, max_grad_norm=None):
     """bf16 states beside fp32 params, or beside fp32 masters of half params."""
     cls = CLASSES[optimizer][1]
@@ -175,6 +183,7 @@ def contenders(device: torch.device) -> list[Contender]:
         Contender("fusedlr eager", _fusedlr_eager),
         Contender("torch fused fp32 masters + sched", _torch_fused_fp32_masters, dtypes=HALF),
         Contender("fusedlr master weights", _fusedlr_master_weights, dtypes=HALF),
+        Contender("fusedlr master remainders", _fusedlr_remainders, dtypes=(torch.bfloat16,)),
         Contender("fusedlr bf16 states (+ masters)", _fusedlr_bf16_states, dtypes=(torch.float32, *HALF)),
     ]
     if device.type == "cuda":

@@ -15,6 +15,7 @@ from ..schedules import Schedule, serialize
 from .buckets import describe
 from .scheduler_guard import follows_schedule
 from .specs import SPECS
+from .split_master import REMAINDER
 
 
 def export(optimizer, state_dict: dict) -> dict:
@@ -138,7 +139,11 @@ def _check_states(optimizer, states, saved_groups, name: str) -> SavedStates:
                 if value.shape != p.shape:
                     raise ValueError(f"{where}: saved state[{key!r}] has shape {tuple(value.shape)} but the param has "
                                      f"shape {tuple(p.shape)}")
-                if not value.is_floating_point():
+                if key == REMAINDER:
+                    if value.dtype != torch.int16:
+                        raise TypeError(f"{where}: saved state[{key!r}] (the low halves of fp32 masters) must be an "
+                                        f"int16 tensor, got {value.dtype}")
+                elif not value.is_floating_point():
                     raise TypeError(f"{where}: saved state[{key!r}] must be a floating-point tensor, got {value.dtype}")
     return saved
 
