@@ -56,12 +56,15 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
                          (fusedlr.AdamW, dict(amsgrad=True)), (fusedlr.AdamW, {}),
                          (fusedlr.Adam, dict(weight_decay=0.1))):
         run(cls, options, dtype)
-# the mixed-dtype kernels: fp32 masters of half params, bf16 states (stochastically rounded), fused clipping
+# the mixed-dtype kernels: fp32 masters of half params (full or as low halves), bf16 states (stochastically rounded), fused clipping
 LARGE_RUN = dict(max_grad_norm=1.0, state_dtype=torch.bfloat16, stochastic_rounding=True)
 for dtype in (torch.float32, torch.float16, torch.bfloat16):
     for cls, options in ((fusedlr.SGD, dict(momentum=0.9)), (fusedlr.AdamW, dict(amsgrad=True)), (fusedlr.AdamW, {})):
         run(cls, dict(options, master_weights=True), dtype)
         run(cls, dict(options, master_weights=True, **LARGE_RUN), dtype)
+        if dtype == torch.bfloat16:  # bf16 params with the low halves of their masters
+            run(cls, dict(options, master_weights="remainder"), dtype)
+            run(cls, dict(options, master_weights="remainder", **LARGE_RUN), dtype)
 print(S.Cosine(10).values(range(20), [0.1], backend="cuda").sum().item())
 torch.cuda.synchronize()
 print("workload done")
