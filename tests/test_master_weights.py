@@ -244,6 +244,32 @@ def test_a_param_written_from_outside_becomes_the_master_where_it_changed(backen
     assert master[1:].tolist() == pytest.approx([1 - 2e-3] * 3, abs=1e-6)  # untouched: kept its low bits
 
 
+@pytest.mark.parametrize("saved_mode, loaded_mode", [(True, "remainder"), ("remainder", True)])
+def test_a_checkpoint_of_the_other_master_form_loads_exactly(saved_mode, loaded_mode, backend):
+    """master_weights switched between runs: a saved full master becomes the
+    param (rounded half away from zero) and its low halves; saved low halves
+    with the param become the full master — the same fp32 bits either way."""
+    device = device_for(backend)
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(33, generator=gen).to(torch.bfloat16)
+    p = torch.nn.Parameter(base.clone().to(device))
+    opt = fusedlr.AdamW([p], lr=1e-2, master_weights=saved_mode, backend=backend)
+    for _ in range(3):
+        p.grad = torch.randn(33, generator=gen).to(torch.bfloat16).to(device)
+        opt.step()
+    saved_master = _masters(opt, [p])[0].cpu()
+    q = torch.nn.Parameter(p.detach().clone())  # the model checkpoint loaded first
+    other = fusedlr.AdamW([q], lr=1e-2, master_weights=loaded_mode, backend=backend)
+    other.load_state_dict(opt.state_dict())
+    assert torch.equal(_masters(other, [q])[0].cpu().view(torch.int32), saved_master.view(torch.int32))
+    if loaded_mode == "remainder":
+        assert torch.equal(q.detach().cpu(), _rounded_half_away(saved_master))
+    q.grad = p.grad.clone()
+    other.step()  # and it steps on from there: nothing marked as written from outside
+    opt.step()
+    assert torch.equal(_masters(other, [q])[0].cpu().view(torch.int32), _masters(opt, [p])[0].cpu().view(torch.int32))
+
+
 def test_a_param_written_from_outside_keeps_its_low_halves_except_where_zeroed(backend):
     """master_weights="remainder": the master of an edited param is within a
     bf16 ulp of the edit; a param zeroed (pruned) has a zero master, never the

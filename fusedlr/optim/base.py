@@ -13,7 +13,8 @@ import torch
 from .. import _native
 from ..schedules import Constant, Schedule
 from ..schedules._checks import integer as check_integer
-from . import checkpoint, clipping, compiled_step, history, native_backend, plateau_buffer, reference_backend
+from . import (checkpoint, clipping, compiled_step, history, native_backend, plateau_buffer, reference_backend,
+               split_master)
 from .buckets import check_param, describe, note_master_in_step
 from .device_state import DeviceState
 from .distributed import check_same_sharding, is_distributed, local_tensor
@@ -614,9 +615,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         for name in self.state_keys[:-1]:
             if state.get(name) is not None:
                 value = loaded.get(name)
-                if not isinstance(value, torch.Tensor):  # not saved: zeros, or a master copy of the param
-                    value = param.detach() if name == MASTER else 0
-                state[name].copy_(value) if isinstance(value, torch.Tensor) else state[name].zero_()
+                if isinstance(value, torch.Tensor):
+                    state[name].copy_(value)
+                elif name in (MASTER, REMAINDER):
+                    _load_other_master_form(state[name], name, loaded, param)
+                else:  # not saved: zeros
+                    state[name].zero_()
         for name in (MASTER, REMAINDER):  # the loaded master is the truth; the param may follow (model load)
             if state.get(name) is not None:
                 note_master_in_step(local_tensor(state[name]), local_tensor(param))
@@ -629,6 +633,22 @@ class FusedOptimizer(torch.optim.Optimizer):
         except (TypeError, ValueError, RuntimeError):
             return False
         return _is_step_tensor(state.get("step"), param)
+
+
+def _load_other_master_form(target: torch.Tensor, name: str, loaded: dict, param: torch.Tensor) -> None:
+    """The master (``name`` MASTER) or its low halves (REMAINDER) from a
+    checkpoint that saved the other form (master_weights changed between
+    runs) — the full master split into the param and its low halves, or low
+    halves joined with the param into a full master — else from the param."""
+    local = local_tensor(target)
+    param = local_tensor(param.detach())
+    other = loaded.get(REMAINDER if name == MASTER else MASTER)
+    if not isinstance(other, torch.Tensor) or param.dtype != torch.bfloat16:  # nothing to take: the param
+        local.copy_(param) if name == MASTER else local.zero_()
+    elif name == MASTER:
+        local.copy_(split_master.join(param, local_tensor(other).to(param.device)))
+    else:  # the saved master is the truth: the param becomes its high halves, as a master's rounding would
+        split_master.split(local_tensor(other).to(param.device, torch.float32), param, local)
 
 
 def _refuse_lr_scale(group: dict, where: str) -> None:
