@@ -46,6 +46,38 @@ def test_emulated_kernels_are_race_free_and_equal_to_the_serial_maths(tmp_path):
     assert run.stdout.count("same as serial") == 12, run.stdout
 
 
+# ---- CPU half conversions -------------------------------------------------------------------
+@pytest.mark.parametrize("f16c", [True, False], ids=["f16c-where-available", "software"])
+def test_cpu_half_conversions_round_as_torch(f16c, tmp_path):
+    """The CPU's whole-array fp16/bf16 conversions (F16C instructions where the
+    CPU has them, else the software ones) against torch's, bit for bit: every
+    fp16 widened, a spread of fp32 patterns narrowed (nan: a nan)."""
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no g++ to build the conversion check")
+    exe, data = tmp_path / "half_check", tmp_path / "out.bin"
+    build = subprocess.run([compiler, "-std=c++17", "-O2", *([] if f16c else ["-DFUSEDLR_NO_F16C"]),
+                            f"-I{REPO / 'csrc'}", str(REPO / "tests" / "native" / "half_conversions_check.cpp"),
+                            "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-4000:]
+    assert subprocess.run([str(exe), str(data)]).returncode == 0
+    raw = data.read_bytes()
+    halves = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(torch.float16)
+    widened = torch.frombuffer(bytearray(raw[:4 << 16]), dtype=torch.float32)
+    expected = halves.to(torch.float32)
+    assert torch.equal(widened.isnan(), expected.isnan())
+    assert torch.equal(widened[~expected.isnan()].view(torch.int32), expected[~expected.isnan()].view(torch.int32))
+    floats = torch.arange(0, 1 << 32, 65537, dtype=torch.int64)
+    floats = torch.where(floats >= 2 ** 31, floats - 2 ** 32, floats).to(torch.int32).view(torch.float32)
+    rest = raw[4 << 16:]
+    for i, dtype in enumerate((torch.float16, torch.bfloat16)):
+        narrowed = torch.frombuffer(bytearray(rest[i * 2 * len(floats):(i + 1) * 2 * len(floats)]), dtype=dtype)
+        expected = floats.to(dtype)
+        assert torch.equal(narrowed.isnan(), expected.isnan()), dtype
+        keep = ~expected.isnan()
+        assert torch.equal(narrowed[keep].view(torch.int16), expected[keep].view(torch.int16)), dtype
+
+
 # ---- launches per step -------------------------------------------------------------------
 LAUNCH_BACKENDS = ["emulated", pytest.param("cuda", marks=needs_cuda)]
 
