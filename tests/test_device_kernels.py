@@ -47,16 +47,16 @@ def test_emulated_kernels_are_race_free_and_equal_to_the_serial_maths(tmp_path):
 
 
 # ---- CPU half conversions -------------------------------------------------------------------
-@pytest.mark.parametrize("f16c", [True, False], ids=["f16c-where-available", "software"])
-def test_cpu_half_conversions_round_as_torch(f16c, tmp_path):
-    """The CPU's whole-array fp16/bf16 conversions (F16C instructions where the
-    CPU has them, else the software ones) against torch's, bit for bit: every
+@pytest.mark.parametrize("simd", [True, False], ids=["f16c-avx2-where-available", "software"])
+def test_cpu_half_conversions_round_as_torch(simd, tmp_path):
+    """The CPU's whole-array fp16/bf16 conversions (F16C instructions and AVX2
+    bf16 narrowing where the CPU has them, else the software ones) against torch's, bit for bit: every
     fp16 widened, a spread of fp32 patterns narrowed (nan: a nan)."""
     compiler = shutil.which("g++")
     if compiler is None:
         pytest.skip("no g++ to build the conversion check")
     exe, data = tmp_path / "half_check", tmp_path / "out.bin"
-    build = subprocess.run([compiler, "-std=c++17", "-O2", *([] if f16c else ["-DFUSEDLR_NO_F16C"]),
+    build = subprocess.run([compiler, "-std=c++17", "-O2", *([] if simd else ["-DFUSEDLR_NO_SIMD_CONVERSIONS"]),
                             f"-I{REPO / 'csrc'}", str(REPO / "tests" / "native" / "half_conversions_check.cpp"),
                             "-o", str(exe)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-4000:]

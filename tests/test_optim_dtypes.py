@@ -55,3 +55,42 @@ def test_one_step_rounds_like_torch(dtype, native_backend):
     got = p.detach().cpu()
     assert torch.equal(got.isinf(), expected.isinf())
     assert torch.equal(got[~got.isinf()], expected[~expected.isinf()])
+
+
+CPU_TILE_MAKERS = {
+    "adamw-amsgrad": lambda ps, b: fusedlr.AdamW(ps, lr=1e-2, weight_decay=0.1, amsgrad=True, backend=b),
+    "adam-l2": lambda ps, b: fusedlr.Adam(ps, lr=1e-2, weight_decay=0.1, backend=b),
+    "sgd-nesterov": lambda ps, b: fusedlr.SGD(ps, lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-3,
+                                              backend=b),
+    "sgd-dampened": lambda ps, b: fusedlr.SGD(ps, lr=0.02, momentum=0.9, dampening=0.3, backend=b),
+    "sgd-plain": lambda ps, b: fusedlr.SGD(ps, lr=0.02, backend=b),
+}
+
+
+@pytest.mark.parametrize("dtype", HALF_TYPES, ids=str)
+@pytest.mark.parametrize("name", sorted(CPU_TILE_MAKERS))
+def test_cpu_half_steps_equal_the_kernels_element_loops(name, dtype):
+    """The CPU backend updates fp16/bf16 tensors in fp32 tiles (widened, updated,
+    narrowed); the CUDA kernels' source, run on the host, updates them element by
+    element with the same maths. Params and states agree bit for bit, on sizes
+    around the tile (128) and past a work chunk (32768)."""
+    if "emulated" not in fusedlr.available_backends():
+        pytest.skip("the emulated kernels are not built")
+    gen = torch.Generator().manual_seed(7)
+    shapes = [(1,), (127,), (129,), (3, 43), (70_001,)]
+    start = [torch.randn(s, generator=gen).to(dtype) for s in shapes]
+    grads = [[torch.randn(s, generator=gen).to(dtype) for s in shapes] for _ in range(4)]
+    runs = {}
+    for backend in ("cpu", "emulated"):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = CPU_TILE_MAKERS[name](params, backend)
+        for step_grads in grads:
+            set_grads(params, [g.clone() for g in step_grads])
+            opt.step()
+        runs[backend] = (params, opt)
+    (cpu_params, cpu_opt), (emulated_params, emulated_opt) = runs["cpu"], runs["emulated"]
+    for p, q in zip(cpu_params, emulated_params):
+        assert torch.equal(p.view(torch.int16), q.view(torch.int16))
+        for key, value in cpu_opt.state[p].items():
+            if key != "step":
+                assert torch.equal(value.view(torch.int16), emulated_opt.state[q][key].view(torch.int16)), key

@@ -1,7 +1,7 @@
 // csrc/cpu/half_conversions.h on every fp16 bit pattern (widened) and on a
 // spread of fp32 bit patterns (narrowed to fp16 and bf16), written as raw
 // arrays to the file named by argv[1]; tests/test_device_kernels.py compares
-// them with torch's conversions. Built with and without FUSEDLR_NO_F16C.
+// them with torch's conversions. Built with and without FUSEDLR_NO_SIMD_CONVERSIONS.
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
