@@ -1,6 +1,8 @@
 // The emulated CUDA kernels under ThreadSanitizer (tests/test_device_kernels.py
 // builds this with -fsanitize=thread and runs it): SGD (plain, Nesterov),
-// AdamW and Adam (plain, AMSGrad) in fp32 and fp16, over tensors of odd sizes, one with
+// AdamW and Adam (plain, AMSGrad) in fp32 and fp16, with fp32 masters of bf16
+// params, with bf16 states (rounded stochastically), with the low halves of bf16
+// params' masters (fp32 or bf16 states), over tensors of odd sizes, one with
 // misaligned storage (the one-element path) and the rest aligned (the 16-byte
 // path), cut into many small chunks that a few blocks stride over, through a
 // schedule, with one step skipped as GradScaler would. Each kernel run is
@@ -28,9 +30,19 @@ const std::vector<double> kProgram = {kSequential, -1, 0, 2, 7, 12, 3,
                                       kConstant,   0,  0, 0.5, 1e300,
                                       kStep,       0,  1, 2, 0.9};
 
+template <typename T> constexpr int kDtypeCode = kFloat32;
+template <> constexpr int kDtypeCode<half_bits> = kFloat16;
+template <> constexpr int kDtypeCode<bf16_bits> = kBFloat16;
+template <> constexpr int kDtypeCode<bf16_low_bits> = kInt16;
+
+template <typename T> const char* kTypeName = "fp32";
+template <> const char* kTypeName<half_bits> = "fp16";
+template <> const char* kTypeName<bf16_bits> = "bf16";
+template <> const char* kTypeName<bf16_low_bits> = "bf16 low halves";
+
 StepArgs make_args(const int64_t* rows, int64_t n, const double* group, int64_t* step, const float* found_inf,
-                   int kind, int dtype, bool flag, double* scalars, double* values_scratch, double* next_lr,
-                   bool* applied) {
+                   int kind, int dtype, int grad_dtype, int state_dtype, bool flag, bool stochastic, double* scalars,
+                   double* values_scratch, double* next_lr, bool* applied) {
   StepArgs a{};
   a.tensors = rows;
   a.num_tensors = n;
@@ -43,10 +55,11 @@ StepArgs make_args(const int64_t* rows, int64_t n, const double* group, int64_t*
   a.found_inf = found_inf;
   a.kind = kind;
   a.dtype = dtype;
-  a.grad_dtype = dtype;
-  a.state_dtype = dtype;
+  a.grad_dtype = grad_dtype;
+  a.state_dtype = state_dtype;
   a.nesterov = kind == kSGD && flag;
   a.amsgrad = element_update_of(kind) == kAdamUpdate && flag;
+  a.stochastic_rounding = stochastic;
   a.scalars = scalars;
   a.group_values = values_scratch;
   a.next_lr = next_lr;
@@ -57,47 +70,74 @@ StepArgs make_args(const int64_t* rows, int64_t n, const double* group, int64_t*
 
 template <typename T>
 T from_float(float v) {
-  if constexpr (sizeof(T) == 4) return v;
-  else return T{detail::float_to_half(v)};
+  if constexpr (std::is_same<T, float>::value) return v;
+  else if constexpr (std::is_same<T, half_bits>::value) return T{detail::float_to_half(v)};
+  else if constexpr (std::is_same<T, bf16_bits>::value) return T{detail::float_to_bf16(v)};
+  else return T{(uint16_t)(detail::float_bits(v) & 0xffffu)};  // low halves: any bits
 }
 
 template <typename T>
-struct Case {
-  int kind;
-  bool flag;  // nesterov (SGD) or amsgrad (Adam, AdamW)
-  std::vector<int64_t> sizes;
-  // storage per tensor: param, grad, three states; tensor 0 starts one element in (misaligned)
+struct Arrays {  // one array per tensor; tensor 0 starts one element in (misaligned)
   std::vector<std::vector<T>> storage;
-  std::vector<int64_t> counts;
-
-  T* tensor(int64_t t, int which) {
-    return storage[5 * t + which].data() + (t == 0 ? 1 : 0);
-  }
-
-  void fill(std::mt19937& rng) {
+  T* of(int64_t t) { return storage[t].data() + (t == 0 ? 1 : 0); }
+  void fill(const std::vector<int64_t>& sizes, std::mt19937& rng, bool positive) {
     std::normal_distribution<float> normal;
+    for (int64_t size : sizes) {
+      std::vector<T> values(size + 8);
+      for (T& v : values) v = from_float<T>(positive ? std::fabs(normal(rng)) * 0.1f : normal(rng));
+      storage.push_back(values);
+    }
+  }
+  bool same(const Arrays& other, const std::vector<int64_t>& sizes) {
     for (int64_t t = 0; t < (int64_t)sizes.size(); ++t)
-      for (int which = 0; which < 5; ++which) {
-        std::vector<T> values(sizes[t] + 8);
-        for (T& v : values) v = from_float<T>(which >= 2 ? std::fabs(normal(rng)) * 0.1f : normal(rng));
-        storage.push_back(values);
-      }
-    counts.assign(sizes.size(), 0);
+      if (std::memcmp(of(t), const_cast<Arrays&>(other).of(t), sizeof(T) * sizes[t]) != 0) return false;
+    return true;
   }
 };
 
-template <typename T>
-bool run(Case<T> device_case) {
+// T: what the kernels update (the param, its fp32 master or the master's low
+// halves); G: the grads and, when G is not T, the param beside T; S: states.
+template <typename T, typename G, typename S>
+struct Case {
+  int kind;
+  bool flag;  // nesterov (SGD) or amsgrad (Adam, AdamW)
+  bool stochastic;  // bf16 states rounded stochastically
+  std::vector<int64_t> sizes;
+  Arrays<T> params;
+  Arrays<G> grads, copies;
+  Arrays<S> states[3];
+  std::vector<int64_t> counts;
+
+  static constexpr bool kCopy = !std::is_same<T, G>::value;  // a param beside T (master or high halves)
+
+  void fill(std::mt19937& rng) {
+    params.fill(sizes, rng, false);
+    grads.fill(sizes, rng, false);
+    copies.fill(sizes, rng, false);
+    for (auto& state : states) state.fill(sizes, rng, true);
+    counts.assign(sizes.size(), 0);
+  }
+
+  void row(int64_t t, int64_t* out) {
+    out[kParamPtr] = (int64_t)params.of(t);
+    out[kGradPtr] = (int64_t)grads.of(t);
+    for (int k = 0; k < 3; ++k) out[kState0Ptr + k] = (int64_t)states[k].of(t);
+    out[kParamCopyPtr] = kCopy ? (int64_t)copies.of(t) : 0;
+  }
+};
+
+template <typename T, typename G, typename S>
+bool run(Case<T, G, S> device_case) {
   std::mt19937 rng(7);
   device_case.fill(rng);
-  Case<T> serial = device_case;  // the same data, updated serially
+  auto serial = device_case;  // the same data, updated serially
   const int64_t n = (int64_t)device_case.sizes.size();
   // group table: base lr, weight decay, hyper1..3 (momentum, dampening / beta1, beta2, eps), schedule offsets
   const double group[kGroupFields] = {0.05, 0.01, 0.9, device_case.kind == kSGD ? 0.0 : 0.999, 1e-8, 0, -1, -1};
   std::vector<int64_t> rows, chunks;
   for (int64_t t = 0; t < n; ++t) {
-    int64_t row[kTensorFields];
-    for (int which = 0; which < 5; ++which) row[which] = (int64_t)device_case.tensor(t, which);
+    int64_t row[kTensorFields] = {};
+    device_case.row(t, row);
     row[kStepPtr] = (int64_t)&device_case.counts[t];
     row[kNumel] = device_case.sizes[t];
     row[kGroup] = 0;
@@ -109,8 +149,9 @@ bool run(Case<T> device_case) {
   bool applied = true;
   unsigned int blocks_done = 0;
   float found_inf = 0.0f;
-  StepArgs a = make_args(rows.data(), n, group, &global_step, &found_inf, device_case.kind, sizeof(T) == 4 ? kFloat32 : kFloat16,
-                         device_case.flag, scalars.data(), values_scratch.data(), next_lr.data(), &applied);
+  StepArgs a = make_args(rows.data(), n, group, &global_step, &found_inf, device_case.kind, kDtypeCode<T>,
+                         kDtypeCode<G>, kDtypeCode<S>, device_case.flag, device_case.stochastic, scalars.data(),
+                         values_scratch.data(), next_lr.data(), &applied);
   std::vector<double> history(kHistoryHeader + 3 * (kHistoryLrs + 1));  // a ring of 3 steps, written by the last block
   a.history = history.data();
   history[kHistoryCapacity] = 3;
@@ -125,25 +166,26 @@ bool run(Case<T> device_case) {
     StepArgs serial_args = a;
     serial_args.global_step = &serial_step;
     const GroupValues values = group_values(serial_args, 0, serial_step);
-    const NearestRounding nearest{0};
     for (int64_t t = 0; t < n; ++t) {
       double row[kTensorScalarFields];
       tensor_scalars(serial.kind, group, values, serial.counts[t], row);
       using M = typename math_type<T>::type;
+      const M factor = (M)clipping[kClipCoefficient];
+      const auto r = rounding_for<T, S>(serial.stochastic, t, &serial.counts[t], 0);
+      const auto param = param_view(serial.params.of(t), serial.copies.of(t));
+      const G* grad = serial.grads.of(t);
+      S *s0 = serial.states[0].of(t), *s1 = serial.states[1].of(t), *s2 = serial.states[2].of(t);
       for (int64_t i = 0; i < serial.sizes[t]; ++i) {
         if (element_update_of(serial.kind) == kSgdUpdate) {
           const SgdScalars<M> sc = sgd_scalars<M>(row);
-          if (serial.flag) sgd_element<true>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i, nearest);
-          else sgd_element<false>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2), i, nearest);
+          if (serial.flag) sgd_element<true>(sc, factor, param, grad, s0, i, r);
+          else sgd_element<false>(sc, factor, param, grad, s0, i, r);
         } else {
           const AdamScalars<M> sc = adam_scalars<M>(row);
-          if (serial.flag)
-            adam_element<true>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
-                                serial.tensor(t, 3), serial.tensor(t, 4), i, nearest);
-          else
-            adam_element<false>(sc, (M)clipping[kClipCoefficient], serial.tensor(t, 0), serial.tensor(t, 1), serial.tensor(t, 2),
-                                serial.tensor(t, 3), serial.tensor(t, 4), i, nearest);
+          if (serial.flag) adam_element<true>(sc, factor, param, grad, s0, s1, s2, i, r);
+          else adam_element<false>(sc, factor, param, grad, s0, s1, s2, i, r);
         }
+        if constexpr (kWritesParamCopy<T, G>) copy_out_element(serial.params.of(t), serial.copies.of(t), i);
       }
       ++serial.counts[t];
     }
@@ -157,14 +199,13 @@ bool run(Case<T> device_case) {
     same = same && row[kHistoryStep] == (double)step && row[kHistoryApplied] == (s == kSkippedStep ? 0.0 : 1.0) &&
            row[kHistoryGradNorm] == clipping[kClipGradNorm];
   }
-  for (int64_t t = 0; t < n; ++t) {
-    same = same && device_case.counts[t] == serial.counts[t];
-    for (int which = 0; which < 5; ++which)
-      same = same && std::memcmp(device_case.tensor(t, which), serial.tensor(t, which), sizeof(T) * device_case.sizes[t]) == 0;
-  }
+  same = same && device_case.counts == serial.counts && device_case.params.same(serial.params, serial.sizes) &&
+         device_case.grads.same(serial.grads, serial.sizes) && device_case.copies.same(serial.copies, serial.sizes);
+  for (int k = 0; k < 3; ++k) same = same && device_case.states[k].same(serial.states[k], serial.sizes);
   const char* names[] = {"sgd", "adamw", "adam"};
-  std::printf("%s %s%s %s: %s\n", names[device_case.kind], device_case.flag ? "flag " : "",
-              sizeof(T) == 4 ? "fp32" : "fp16", "odd sizes", same ? "same as serial" : "DIFFERENT");
+  std::printf("%s %s%s, grads %s, states %s%s, odd sizes: %s\n", names[device_case.kind],
+              device_case.flag ? "flag " : "", kTypeName<T>, kTypeName<G>, kTypeName<S>,
+              device_case.stochastic ? " stochastic" : "", same ? "same as serial" : "DIFFERENT");
   return same;
 }
 
@@ -175,8 +216,12 @@ int main() {
   bool ok = true;
   for (int kind : {kSGD, kAdamW, kAdam})
     for (bool flag : {false, true}) {
-      ok = run(Case<float>{kind, flag, sizes, {}, {}}) && ok;
-      ok = run(Case<half_bits>{kind, flag, sizes, {}, {}}) && ok;
+      ok = run(Case<float, float, float>{kind, flag, false, sizes}) && ok;
+      ok = run(Case<half_bits, half_bits, half_bits>{kind, flag, false, sizes}) && ok;
+      ok = run(Case<float, bf16_bits, float>{kind, flag, false, sizes}) && ok;            // master weights
+      ok = run(Case<float, float, bf16_bits>{kind, flag, true, sizes}) && ok;             // bf16 states, stochastic
+      ok = run(Case<bf16_low_bits, bf16_bits, float>{kind, flag, false, sizes}) && ok;    // master remainders
+      ok = run(Case<bf16_low_bits, bf16_bits, bf16_bits>{kind, flag, true, sizes}) && ok;
     }
   return ok ? 0 : 1;
 }
