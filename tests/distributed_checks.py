@@ -351,11 +351,11 @@ def checks(backends):
     return names
 
 
-def worker(rank, world, port, out):
+def worker(rank, world, rendezvous_file, out):
     global CHECKPOINTS
     CHECKPOINTS = os.path.dirname(os.path.abspath(out))
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a file rendezvous: no port picked in advance that another process could take first
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous_file}", rank=rank, world_size=world)
     import fusedlr
     backends = [b for b in ("reference", "cpu", "emulated") if b in fusedlr.available_backends()]
     results = {}
@@ -378,14 +378,15 @@ def worker(rank, world, port, out):
     dist.destroy_process_group()
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _new_rendezvous_file(out: str, world: int) -> str:
+    """A path no earlier run used (the file store must start absent)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(out)), f"rendezvous-{world}-{os.getpid()}")
+    if os.path.exists(path):
+        os.remove(path)
+    return path
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     for world in (WORLD, 1):
-        mp.spawn(worker, args=(world, _free_port(), sys.argv[1]), nprocs=world)
+        mp.spawn(worker, args=(world, _new_rendezvous_file(sys.argv[1], world), sys.argv[1]), nprocs=world)
