@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..schedules import _checks as check
-from . import specs
+from . import block_states, specs
 from .base import FusedOptimizer
 from .sgd import _number
 from .torch_flags import check_torch_flags
@@ -63,6 +63,9 @@ class Adam(FusedOptimizer):
                           check.in_range("betas[1]", _number(betas[1]), 0, 1, high_open=True))
         group["eps"] = check.nonnegative("eps", group["eps"])
         group["weight_decay"] = check.nonnegative("weight_decay", group["weight_decay"])
+        if group["amsgrad"] and getattr(self, "state_dtype", None) == block_states.INT8:
+            raise ValueError("amsgrad=True is not supported with state_dtype='int8' (8-bit exp_avg and exp_avg_sq "
+                             "only); use state_dtype=None or torch.bfloat16")
 
     def complete_state(self, param: torch.Tensor, group: dict, state: dict) -> None:
         names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())

@@ -13,8 +13,8 @@ import torch
 from .. import _native
 from ..schedules import Constant, Schedule
 from ..schedules._checks import integer as check_integer
-from . import (checkpoint, clipping, compiled_step, history, native_backend, plateau_buffer, reference_backend,
-               split_master)
+from . import (block_states, checkpoint, clipping, compiled_step, history, native_backend, plateau_buffer,
+               reference_backend, split_master)
 from .buckets import check_param, describe, note_master_in_step
 from .device_state import DeviceState
 from .distributed import check_same_sharding, is_distributed, local_tensor
@@ -50,14 +50,17 @@ class FusedOptimizer(torch.optim.Optimizer):
                  master_weights=False, state_dtype=None, stochastic_rounding=False):
         if not (isinstance(master_weights, bool) or master_weights == REMAINDER_MODE):
             raise TypeError(f"master_weights must be True, False or {REMAINDER_MODE!r}, got {master_weights!r}")
-        if state_dtype not in (None, torch.bfloat16):
-            raise ValueError(f"state_dtype must be None (the param's dtype, float32 with master_weights) or "
-                             f"torch.bfloat16, got {state_dtype!r}")
+        if state_dtype not in (None, torch.bfloat16, block_states.INT8):
+            raise ValueError(f"state_dtype must be None (the param's dtype, float32 with master_weights), "
+                             f"torch.bfloat16 or {block_states.INT8!r} (block-wise 8-bit moments), got {state_dtype!r}")
+        if state_dtype == block_states.INT8:
+            _check_int8_states(self.spec, master_weights, backend)
         #: True: fp16/bf16 params are updated through an fp32 master copy (state "master_param");
         #: "remainder": bf16 params through the fp32 masters they form with the int16 low halves in
         #: state "master_remainder" (split_master.py)
         self.master_weights = master_weights
-        #: bfloat16: states kept in bf16 beside fp32 params or masters (maths in fp32); None: see state_dtype_of
+        #: bfloat16: states kept in bf16 beside fp32 params or masters (maths in fp32); "int8": Adam(W)'s
+        #: moments as block-wise 8-bit codes (block_states.py); None: see state_dtype_of
         self.state_dtype = state_dtype
         if not isinstance(stochastic_rounding, bool):
             raise TypeError(f"stochastic_rounding must be True or False, got {stochastic_rounding!r}")
@@ -117,7 +120,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         """The dtype of ``param``'s state tensors: bfloat16 with state_dtype=bfloat16
         (beside fp32 params or masters), float32 with a master copy, else the param's."""
         math = self.math_dtype_of(param)
-        return torch.bfloat16 if self.state_dtype == torch.bfloat16 and math == torch.float32 else math
+        if math != torch.float32 or self.state_dtype is None:
+            return math
+        return block_states.CODE_DTYPE if self.state_dtype == block_states.INT8 else self.state_dtype
 
     def new_state_tensor(self, param: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A zero state tensor for ``param`` (contiguous, of ``state_dtype_of``)."""
@@ -132,6 +137,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         if self.uses_remainder(param) and state.get(REMAINDER) is None:
             state[REMAINDER] = self.new_state_tensor(param, torch.int16)  # zeros: the master is the param
             note_master_in_step(local_tensor(state[REMAINDER]), local_tensor(param))
+        if self.state_dtype == block_states.INT8 and state.get(block_states.SCALES) is None:
+            state[block_states.SCALES] = block_states.new_scales(param)
         self.complete_state(param, group, state)
 
     @property
@@ -158,7 +165,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         """The state keys the kernels read: the state tensors (the master copy
         or the masters' low halves with master_weights) and "step"."""
         master = (REMAINDER,) if self.master_weights == REMAINDER_MODE else (MASTER,) if self.master_weights else ()
-        return tuple(name for name in self.state_names if name) + master + ("step",)
+        scales = (block_states.SCALES,) if self.state_dtype == block_states.INT8 else ()
+        return tuple(name for name in self.state_names if name) + master + scales + ("step",)
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -222,6 +230,14 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Refuse a param no backend of this optimizer can update."""
         check_param(p, where)
         self._check_backend_fits(p, where)
+        if self.state_dtype == block_states.INT8:
+            if self.math_dtype_of(p) != torch.float32:
+                raise TypeError(f"{where}: state_dtype='int8' keeps the moments of float32 params or masters; this "
+                                f"param is {str(p.dtype).removeprefix('torch.')}: use master_weights=True for "
+                                "float16/bfloat16 params")
+            if is_distributed(p):
+                raise TypeError(f"{where}: state_dtype='int8' is not supported for DTensor (FSDP2/TP) params yet: "
+                                "its blocks of 256 elements would straddle shards")
         if self.master_weights == REMAINDER_MODE and p.dtype == torch.float16:
             raise TypeError(f"{where}: master_weights='remainder' keeps the low halves of bfloat16 params' fp32 "
                             "masters (a bf16 value is an fp32's high half); this param is float16: use "
@@ -239,6 +255,9 @@ class FusedOptimizer(torch.optim.Optimizer):
                 continue
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{where}: state[{name!r}] must be a tensor, got {type(t).__name__}")
+            if name == block_states.SCALES:
+                _check_scales(t, param, where)
+                continue
             expected = self.math_dtype_of(param) if name == MASTER else \
                 torch.int16 if name == REMAINDER else self.state_dtype_of(param)
             if t.shape != param.shape or t.dtype != expected or t.device != param.device:
@@ -362,6 +381,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         return True
 
     def _backend_of(self, device: torch.device) -> str:
+        if self.state_dtype == block_states.INT8:  # no native kernel keeps 8-bit moments yet
+            return "reference"
         return self._forced_backend or default_backend(device)
 
     def _capturing(self) -> bool:
@@ -612,9 +633,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         param, else fresh, filled with what was loaded (zeros where nothing was)."""
         state = previous if previous and self._fits(param, previous) else self.init_state(param, group)
         self._complete(param, group, state)
-        for name in self.state_keys[:-1]:
+        # the 8-bit moments' absmax values first: a moment saved as fp32 values is encoded into them below
+        for name in sorted(self.state_keys[:-1], key=lambda name: name != block_states.SCALES):
             if state.get(name) is not None:
                 value = loaded.get(name)
+                if block_states.load_moment(state[name], name, loaded, state.get(block_states.SCALES)):
+                    continue  # saved as fp32 values and kept as 8-bit codes, or the reverse: converted
                 if isinstance(value, torch.Tensor):
                     state[name].copy_(value)
                 elif name in (MASTER, REMAINDER):
@@ -649,6 +673,30 @@ def _load_other_master_form(target: torch.Tensor, name: str, loaded: dict, param
         local.copy_(split_master.join(param, local_tensor(other).to(param.device)))
     else:  # the saved master is the truth: the param becomes its high halves, as a master's rounding would
         split_master.split(local_tensor(other).to(param.device, torch.float32), param, local)
+
+
+def _check_int8_states(spec: OptimizerSpec, master_weights, backend: str | None) -> None:
+    """state_dtype="int8" (block_states.py): Adam(W)'s moments, fp32 maths, the reference backend."""
+    if spec.name not in ("adam", "adamw"):
+        raise ValueError(f"state_dtype='int8' keeps Adam(W)'s moments in 8 bits; fusedlr.{spec.class_name}: use None "
+                         "or torch.bfloat16")
+    if master_weights == REMAINDER_MODE:
+        raise ValueError("state_dtype='int8' needs float32 params or master_weights=True, not master_weights="
+                         "'remainder'")
+    if backend not in (None, "reference"):
+        raise ValueError(f"state_dtype='int8' runs on backend='reference' (tensor ops, any device) for now: no "
+                         f"native kernel keeps 8-bit moments yet; got backend={backend!r}")
+
+
+def _check_scales(t, param: torch.Tensor, where: str) -> None:
+    """state["state_scales"]: the moments' absmax per block of ``param``."""
+    expected = (len(block_states.MOMENTS), block_states.num_blocks(param.numel()))
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or tuple(t.shape) != expected \
+            or t.device != param.device or not t.is_contiguous():
+        got = describe(t) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise RuntimeError(f"{where}: state[{block_states.SCALES!r}] (the 8-bit moments' absmax per block of "
+                           f"{block_states.BLOCK}) must be a contiguous float32 {expected} tensor on {param.device}, "
+                           f"got {got}: the param changed after its optimizer state was made")
 
 
 def _refuse_lr_scale(group: dict, where: str) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from .. import _native
 from ..schedules import Schedule, serialize
+from . import block_states
 from .buckets import describe
 from .scheduler_guard import follows_schedule
 from .specs import SPECS
@@ -135,6 +136,13 @@ def _check_states(optimizer, states, saved_groups, name: str) -> SavedStates:
             elif key == "schedule_plateau":
                 check_plateau(value, len(saved_groups), f"{where}: saved state['schedule_plateau']")
                 saved.plateau = value if saved.plateau is None else saved.plateau
+            elif key == block_states.SCALES:
+                expected = (len(block_states.MOMENTS), block_states.num_blocks(p.numel()))
+                if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected \
+                        or value.dtype != torch.float32:
+                    raise ValueError(f"{where}: saved state[{key!r}] must be a float32 tensor of shape {expected} "
+                                     f"(the 8-bit moments' absmax per block), got "
+                                     f"{describe(value) if isinstance(value, torch.Tensor) else type(value).__name__}")
             elif isinstance(value, torch.Tensor):
                 if value.shape != p.shape:
                     raise ValueError(f"{where}: saved state[{key!r}] has shape {tuple(value.shape)} but the param has "
@@ -143,6 +151,10 @@ def _check_states(optimizer, states, saved_groups, name: str) -> SavedStates:
                     if value.dtype != torch.int16:
                         raise TypeError(f"{where}: saved state[{key!r}] (the low halves of fp32 masters) must be an "
                                         f"int16 tensor, got {value.dtype}")
+                elif value.dtype == block_states.CODE_DTYPE and key in dict(block_states.MOMENTS):
+                    if not isinstance(st.get(block_states.SCALES), torch.Tensor):
+                        raise ValueError(f"{where}: saved state[{key!r}] holds 8-bit codes but the state has no "
+                                         f"{block_states.SCALES!r} to decode them with")
                 elif not value.is_floating_point():
                     raise TypeError(f"{where}: saved state[{key!r}] must be a floating-point tensor, got {value.dtype}")
     return saved

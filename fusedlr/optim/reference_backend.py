@@ -11,7 +11,7 @@ import torch
 from .buckets import Bucket, Entry
 from .device_state import DeviceState
 from .. import _native
-from . import history, split_master, stochastic_rounding
+from . import block_states, history, split_master, stochastic_rounding
 from .group_tables import group_lrs_at
 from .reference_updates import commit
 from .specs import OptimizerSpec
@@ -49,6 +49,18 @@ def _joined(e: Entry) -> Entry:
     return joined
 
 
+def _decoded(e: Entry) -> Entry:
+    """state_dtype="int8": the entry with its moments' fp32 values (decoded from
+    their codes) as the states the update reads and writes."""
+    decoded = copy.copy(e)
+    decoded.states = block_states.decoded_states(e.states, e.state[block_states.SCALES])
+    return decoded
+
+
+def _set(state: torch.Tensor, value: torch.Tensor, slot: int) -> None:
+    state.copy_(value)
+
+
 def _scheduled_values(ds: DeviceState, spec: OptimizerSpec, param_groups: list[dict]) -> dict:
     """{"lr", "weight_decay", "hyper1"}: float64 (G,) device tensors at ds.step."""
     columns = _native.format_constants().GROUP_FIELDS
@@ -71,11 +83,15 @@ def run(ds: DeviceState, buckets: list[Bucket], spec: OptimizerSpec, param_group
     skip = None if found_inf is None else (found_inf.reshape(()) != 0)
     not_skipped = 1 if skip is None else (~skip).to(torch.int64)
     for bucket in buckets:
+        coded = bucket.state_dtype == block_states.CODE_DTYPE
         for t, e in enumerate(bucket.entries):
-            updated = _joined(e) if bucket.dtype == torch.int16 else e
+            joined = bucket.dtype == torch.int16
+            updated = _joined(e) if joined else _decoded(e) if coded else e
             spec.reference_update(updated, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket,
-                                  factor, skip, _state_store(bucket, e, t, skip))
-            if updated is not e:  # master_weights="remainder": the master back into the param and low halves
+                                  factor, skip, _set if coded else _state_store(bucket, e, t, skip))
+            if coded:  # the moments' new values into their codes and absmax values
+                block_states.store(e.states, e.state[block_states.SCALES], updated.states, skip)
+            if joined:  # master_weights="remainder": the master back into the param and low halves
                 split_master.split(updated.work, e.copy_out, e.work)
             elif e.copy_out is not None:  # master weights: the param becomes the master's rounding
                 commit(e.copy_out, e.work, skip)
