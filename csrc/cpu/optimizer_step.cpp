@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cpu/half_conversions.h"
+#include "fusedlr/block_update.h"
 #include "fusedlr/step_common.h"
 #include "fusedlr/update_math.h"
 
@@ -118,6 +119,46 @@ __attribute__((always_inline)) inline void update_range_16_bit_in_fp32_tiles(con
   }
 }
 
+// Adam with 8-bit coded moments (block_update.h), a block at a time: the
+// elements' updates, the new moments kept on the stack, then the block's
+// absmax values and codes. Chunks start at multiples of the block.
+template <typename G>
+__attribute__((always_inline)) inline void update_range_coded(const StepArgs& a, const std::vector<GroupValues>& values,
+                                                              double factor, const Chunk& c) {
+  static_assert(kChunk % kStateBlock == 0, "a chunk holds whole blocks");
+  const int64_t* row = a.tensors + c.tensor * kTensorFields;
+  const int64_t g = row[kGroup];
+  double scalars[kTensorScalarFields];
+  tensor_scalars(a.kind, a.groups + g * kGroupFields, values[g], *address_as<int64_t>(row[kStepPtr]), scalars);
+  const AdamScalars<float> s = adam_scalars<float>(scalars);
+  const float f = (float)factor;
+  float* master = address_as<float>(row[kParamPtr]);
+  const G* grad = address_as<const G>(row[kGradPtr]);
+  uint8_t* exp_avg = address_as<uint8_t>(row[kState0Ptr]);
+  uint8_t* root = address_as<uint8_t>(row[kState1Ptr]);
+  float* m_absmax = address_as<float>(row[kStateScalesPtr]);
+  float* root_absmax = m_absmax + (row[kNumel] + kStateBlock - 1) / kStateBlock;
+  float m[kStateBlock], r[kStateBlock];
+  for (int64_t begin = c.begin; begin < c.end; begin += kStateBlock) {
+    const int64_t b = begin / kStateBlock, n = c.end - begin < kStateBlock ? c.end - begin : kStateBlock;
+    float new_m = 0.0f, new_root = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+      adam_coded_element(s, f, master + begin, grad + begin, exp_avg + begin, root + begin, m_absmax[b],
+                         root_absmax[b], i, m[i], r[i]);
+      new_m = max_or_nan(new_m, fabsf(m[i]));
+      new_root = max_or_nan(new_root, r[i]);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      exp_avg[begin + i] = encoded(m[i], new_m);
+      root[begin + i] = encoded(r[i], new_root);
+    }
+    m_absmax[b] = new_m;
+    root_absmax[b] = new_root;
+  }
+  if constexpr (!std::is_same<G, float>::value)  // master weights: the params become the masters' rounding
+    narrow(master + c.begin, address_as<G>(row[kParamCopyPtr]) + c.begin, c.end - c.begin);
+}
+
 // The element loops are compiled for AVX-512 and AVX2 as well as the baseline
 // ISA, picked at load time by the CPU (GCC function multiversioning), so one
 // build runs anywhere and still uses wide vectors. FMA contraction is off in
@@ -153,6 +194,18 @@ FUSEDLR_RANGE_UPDATE(update_range_f16_master_bf16_states, float, half_bits, bf16
 FUSEDLR_RANGE_UPDATE(update_range_bf16_master_bf16_states, float, bf16_bits, bf16_bits)
 FUSEDLR_RANGE_UPDATE(update_range_bf16_split_bf16_states, bf16_low_bits, bf16_bits, bf16_bits)
 #undef FUSEDLR_RANGE_UPDATE
+FUSEDLR_CPU_VARIANTS void update_range_coded_f32(const StepArgs& a, const std::vector<GroupValues>& values, double f,
+                                                 const Chunk& c) {
+  update_range_coded<float>(a, values, f, c);
+}
+FUSEDLR_CPU_VARIANTS void update_range_coded_f16_master(const StepArgs& a, const std::vector<GroupValues>& values,
+                                                        double f, const Chunk& c) {
+  update_range_coded<half_bits>(a, values, f, c);
+}
+FUSEDLR_CPU_VARIANTS void update_range_coded_bf16_master(const StepArgs& a, const std::vector<GroupValues>& values,
+                                                         double f, const Chunk& c) {
+  update_range_coded<bf16_bits>(a, values, f, c);
+}
 
 RangeUpdate range_update_of(const StepArgs& a) {
   switch (dtype_combination(a)) {
@@ -167,6 +220,9 @@ RangeUpdate range_update_of(const StepArgs& a) {
     case kFloat16MasterBf16StateStep: return update_range_f16_master_bf16_states;
     case kBFloat16MasterBf16StateStep: return update_range_bf16_master_bf16_states;
     case kBFloat16SplitBf16StateStep: return update_range_bf16_split_bf16_states;
+    case kFloat32CodedStateStep: return update_range_coded_f32;
+    case kFloat16MasterCodedStateStep: return update_range_coded_f16_master;
+    case kBFloat16MasterCodedStateStep: return update_range_coded_bf16_master;
     default: throw std::invalid_argument(kUnsupportedDtypes);
   }
 }
@@ -185,6 +241,8 @@ void update_chunks(RangeUpdate update_range_of_dtype, const StepArgs& a, const s
 
 void update(const StepArgs& a, int num_threads) {
   if (element_update_of(a.kind) == kUnknownUpdate) throw std::invalid_argument(kUnknownOptimizerKind);
+  if (a.state_dtype == kUInt8 && (element_update_of(a.kind) != kAdamUpdate || a.amsgrad))
+    throw std::invalid_argument(kCodedStatesNeedAdam);
   if (step_is_skipped(a)) return;
   std::vector<Chunk> chunks;
   for (int64_t t = 0; t < a.num_tensors; ++t) {

@@ -15,6 +15,7 @@
 
 #include <type_traits>
 
+#include "fusedlr/block_update.h"
 #include "fusedlr/step_common.h"
 #include "fusedlr/update_math.h"
 
@@ -191,6 +192,62 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
   }
 }
 
+// Adam with 8-bit coded moments (block_update.h) on elements [begin, begin +
+// count) of one tensor, begin a multiple of the state block: a state block per
+// iteration of the block's threads (one element each on the GPU), the new
+// moments kept in shared memory, the block's absmax values reduced there.
+// Every thread runs every iteration (the barriers). G: the grads, and the
+// params written from the fp32 masters when G is not float.
+template <typename G>
+__device__ __forceinline__ void update_chunk_coded(const int64_t* row, const double* scalars, int64_t begin,
+                                                   int count, float factor) {
+  __shared__ float moments[2][kStateBlock];
+  __shared__ float reduced[2][kThreads];
+  const AdamScalars<float> s = adam_scalars<float>(scalars);
+  float* __restrict__ master = address_as<float>(row[kParamPtr]) + begin;
+  const G* __restrict__ grad = address_as<const G>(row[kGradPtr]) + begin;
+  uint8_t* __restrict__ exp_avg = address_as<uint8_t>(row[kState0Ptr]) + begin;
+  uint8_t* __restrict__ root = address_as<uint8_t>(row[kState1Ptr]) + begin;
+  G* __restrict__ copy = address_as<G>(row[kParamCopyPtr]) + begin;
+  float* __restrict__ m_absmax = address_as<float>(row[kStateScalesPtr]) + begin / kStateBlock;
+  float* __restrict__ root_absmax = m_absmax + (row[kNumel] + kStateBlock - 1) / kStateBlock;
+  const int t = (int)threadIdx.x, threads = (int)blockDim.x;  // a power of two, at most kThreads
+  for (int first = 0, b = 0; first < count; first += kStateBlock, ++b) {
+    const int n = count - first < kStateBlock ? count - first : kStateBlock;
+    float m_max = 0.0f, root_max = 0.0f;
+    for (int j = t; j < n; j += threads) {
+      float m, r;
+      adam_coded_element(s, factor, master + first, grad + first, exp_avg + first, root + first, m_absmax[b],
+                         root_absmax[b], j, m, r);
+      if constexpr (!std::is_same<G, float>::value) copy_out_element(master + first, copy + first, j);
+      moments[0][j] = m;
+      moments[1][j] = r;
+      m_max = max_or_nan(m_max, fabsf(m));
+      root_max = max_or_nan(root_max, r);
+    }
+    reduced[0][t] = m_max;
+    reduced[1][t] = root_max;
+    __syncthreads();
+    for (int width = threads / 2; width > 0; width /= 2) {
+      if (t < width) {
+        reduced[0][t] = max_or_nan(reduced[0][t], reduced[0][t + width]);
+        reduced[1][t] = max_or_nan(reduced[1][t], reduced[1][t + width]);
+      }
+      __syncthreads();
+    }
+    const float new_m = reduced[0][0], new_root = reduced[1][0];
+    for (int j = t; j < n; j += threads) {
+      exp_avg[first + j] = encoded(moments[0][j], new_m);
+      root[first + j] = encoded(moments[1][j], new_root);
+    }
+    __syncthreads();  // the absmax values, moments and reduction read before any is rewritten
+    if (t == 0) {
+      m_absmax[b] = new_m;
+      root_absmax[b] = new_root;
+    }
+  }
+}
+
 // record_history out of line (inlined, its registers pushed the element
 // loops of some update kernels into local memory).
 __device__ __noinline__ void record_history_out_of_line(double* history, int64_t num_groups, const double* lrs,
@@ -234,7 +291,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM) update_kernel(StepA
       const int64_t t = c.chunks[2 * k], begin = c.chunks[2 * k + 1];
       const int64_t* row = a.tensors + t * kTensorFields;
       const int64_t end = begin + c.chunk_size < row[kNumel] ? begin + c.chunk_size : row[kNumel];
-      update_chunk<T, G, S, kUpdate, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin), factor);
+      if constexpr (std::is_same<S, uint8_t>::value)
+        update_chunk_coded<G>(row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin), factor);
+      else
+        update_chunk<T, G, S, kUpdate, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin),
+                                              factor);
     }
   }
   // The last block to finish ends the step: the fences make every block's

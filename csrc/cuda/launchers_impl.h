@@ -37,6 +37,15 @@ std::string launch_update(const StepArgs& a, const kernels::ChunkArgs& c, unsign
   }
 }
 
+// Adam with 8-bit coded moments (S uint8_t): one kernel per grad dtype (the
+// update of T float masters); amsgrad and SGD keep no 8-bit states.
+template <typename G>
+std::string launch_coded_update(const StepArgs& a, const kernels::ChunkArgs& c, unsigned grid, Stream stream) {
+  if (element_update_of(a.kind) != kAdamUpdate || a.amsgrad) return kCodedStatesNeedAdam;
+  counted_launch(kernels::update_kernel<float, G, uint8_t, kAdamUpdate, false>, grid, kBlock, stream, a, c);
+  return last_error_text();
+}
+
 }  // namespace
 
 int64_t launch_count() { return launches.load(); }
@@ -61,6 +70,9 @@ std::string update(int device, void* stream, const StepArgs& a, const int64_t* c
     case kFloat16MasterBf16StateStep: return launch_update<float, half_bits, bf16_bits>(a, c, grid, s);
     case kBFloat16MasterBf16StateStep: return launch_update<float, bf16_bits, bf16_bits>(a, c, grid, s);
     case kBFloat16SplitBf16StateStep: return launch_update<bf16_low_bits, bf16_bits, bf16_bits>(a, c, grid, s);
+    case kFloat32CodedStateStep: return launch_coded_update<float>(a, c, grid, s);
+    case kFloat16MasterCodedStateStep: return launch_coded_update<half_bits>(a, c, grid, s);
+    case kBFloat16MasterCodedStateStep: return launch_coded_update<bf16_bits>(a, c, grid, s);
     default: return kUnsupportedDtypes;
   }
 }

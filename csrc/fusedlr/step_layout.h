@@ -22,8 +22,10 @@ namespace fusedlr {
   X(kNumel, "numel", 6)                                                                                       \
   X(kGroup, "group", 7)       /* index of its param group */                                                  \
   X(kParamCopyPtr, "param_copy", 8)  /* with master weights: the param (grad dtype) written as kParamPtr's */  \
-                                     /* rounding; else 0 */
-enum TensorField : int { FUSEDLR_TENSOR_FIELDS(FUSEDLR_ENUMERATOR) kTensorFields = 9 };
+                                     /* rounding; else 0 */                                                  \
+  X(kStateScalesPtr, "state_scales", 9)  /* with 8-bit states: float32 (2, blocks), each block's absmax of */  \
+                                         /* state0 and state1 (block_update.h); else 0 */
+enum TensorField : int { FUSEDLR_TENSOR_FIELDS(FUSEDLR_ENUMERATOR) kTensorFields = 10 };
 static_assert(FUSEDLR_COUNT(FUSEDLR_TENSOR_FIELDS) == kTensorFields, "a row holds every field");
 
 // Every optimizer has a base lr and a weight decay; up to three
@@ -46,7 +48,8 @@ enum AdamGroupField : int { kBeta1 = kHyper1, kBeta2 = kHyper2, kEps = kHyper3 }
 
 #define FUSEDLR_SCALAR_TYPES(X) \
   X(kFloat32, "float32", 0) X(kFloat64, "float64", 1) X(kFloat16, "float16", 2) X(kBFloat16, "bfloat16", 3) \
-  X(kInt16, "int16", 4) /* as the dtype updated, with bf16 grads: the low halves of bf16 params' fp32 masters */
+  X(kInt16, "int16", 4) /* as the dtype updated, with bf16 grads: the low halves of bf16 params' fp32 masters */ \
+  X(kUInt8, "uint8", 5) /* as the state dtype: Adam's moments as 8-bit codes, block-wise (block_update.h) */
 enum ScalarType : int { FUSEDLR_SCALAR_TYPES(FUSEDLR_ENUMERATOR) };
 
 // The optimizers (Python: fusedlr/optim/specs.py, by these names). Code that
@@ -57,17 +60,19 @@ constexpr const char kUnknownOptimizerKind[] = "unknown optimizer kind (see FUSE
 
 // The (params or masters, grads, states) dtypes a step's kernels are built
 // for: each dtype alone, fp32 masters of fp16/bf16 params, bf16 params with
-// their fp32 masters' low halves (int16), and bf16 states beside fp32 params
-// or masters.
+// their fp32 masters' low halves (int16), and bf16 states or 8-bit codes of
+// states beside fp32 params or masters.
 enum DtypeCombination : int {
   kUnsupportedCombination = -1,
   kFloat32Step, kFloat64Step, kFloat16Step, kBFloat16Step,
   kFloat16MasterStep, kBFloat16MasterStep, kBFloat16SplitStep,
   kFloat32Bf16StateStep, kFloat16MasterBf16StateStep, kBFloat16MasterBf16StateStep, kBFloat16SplitBf16StateStep,
+  kFloat32CodedStateStep, kFloat16MasterCodedStateStep, kBFloat16MasterCodedStateStep,
 };
 constexpr const char kUnsupportedDtypes[] =
     "unsupported (dtype, grad_dtype, state_dtype): one float type for all, or float32 params (masters of "
-    "float16/bfloat16 params) or int16 low halves of bfloat16 params' masters, with bfloat16 or float32 states";
+    "float16/bfloat16 params) or int16 low halves of bfloat16 params' masters, with bfloat16 or float32 states "
+    "(or, for float32 params or masters, 8-bit codes)";
 
 inline DtypeCombination dtype_combination_of(int dtype, int grad_dtype, int state_dtype) {
   if (dtype == grad_dtype && dtype == state_dtype) {
@@ -76,6 +81,14 @@ inline DtypeCombination dtype_combination_of(int dtype, int grad_dtype, int stat
       case kFloat64: return kFloat64Step;
       case kFloat16: return kFloat16Step;
       case kBFloat16: return kBFloat16Step;
+      default: return kUnsupportedCombination;
+    }
+  }
+  if (state_dtype == kUInt8 && dtype == kFloat32) {
+    switch (grad_dtype) {
+      case kFloat32: return kFloat32CodedStateStep;
+      case kFloat16: return kFloat16MasterCodedStateStep;
+      case kBFloat16: return kBFloat16MasterCodedStateStep;
       default: return kUnsupportedCombination;
     }
   }

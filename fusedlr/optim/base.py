@@ -54,7 +54,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             raise ValueError(f"state_dtype must be None (the param's dtype, float32 with master_weights), "
                              f"torch.bfloat16 or {block_states.INT8!r} (block-wise 8-bit moments), got {state_dtype!r}")
         if state_dtype == block_states.INT8:
-            _check_int8_states(self.spec, master_weights, backend)
+            _check_int8_states(self.spec, master_weights)
         #: True: fp16/bf16 params are updated through an fp32 master copy (state "master_param");
         #: "remainder": bf16 params through the fp32 masters they form with the int16 low halves in
         #: state "master_remainder" (split_master.py)
@@ -381,8 +381,6 @@ class FusedOptimizer(torch.optim.Optimizer):
         return True
 
     def _backend_of(self, device: torch.device) -> str:
-        if self.state_dtype == block_states.INT8:  # no native kernel keeps 8-bit moments yet
-            return "reference"
         return self._forced_backend or default_backend(device)
 
     def _capturing(self) -> bool:
@@ -675,17 +673,14 @@ def _load_other_master_form(target: torch.Tensor, name: str, loaded: dict, param
         split_master.split(local_tensor(other).to(param.device, torch.float32), param, local)
 
 
-def _check_int8_states(spec: OptimizerSpec, master_weights, backend: str | None) -> None:
-    """state_dtype="int8" (block_states.py): Adam(W)'s moments, fp32 maths, the reference backend."""
+def _check_int8_states(spec: OptimizerSpec, master_weights) -> None:
+    """state_dtype="int8" (block_states.py): Adam(W)'s moments, fp32 maths."""
     if spec.name not in ("adam", "adamw"):
         raise ValueError(f"state_dtype='int8' keeps Adam(W)'s moments in 8 bits; fusedlr.{spec.class_name}: use None "
                          "or torch.bfloat16")
     if master_weights == REMAINDER_MODE:
         raise ValueError("state_dtype='int8' needs float32 params or master_weights=True, not master_weights="
                          "'remainder'")
-    if backend not in (None, "reference"):
-        raise ValueError(f"state_dtype='int8' runs on backend='reference' (tensor ops, any device) for now: no "
-                         f"native kernel keeps 8-bit moments yet; got backend={backend!r}")
 
 
 def _check_scales(t, param: torch.Tensor, where: str) -> None:

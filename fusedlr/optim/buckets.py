@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .distributed import check_same_sharding, is_distributed, local_tensor, sharding
+from .block_states import CODE_DTYPE, SCALES
 from .split_master import REMAINDER
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -43,6 +44,8 @@ class Entry:
     #: master_weights="remainder" the param holding the high halves of the masters ``work`` holds the low
     #: halves of: ``target``, or a contiguous stand-in written back after the update; else None
     copy_out: torch.Tensor = None
+    #: with state_dtype="int8": the (2, blocks) absmax values of its 8-bit moments (block_states.py); else None
+    scales: torch.Tensor = None
 
     def __post_init__(self):
         if self.target is None:
@@ -265,5 +268,6 @@ def collect(optimizer) -> dict:
                        for name in optimizer.state_names)
         watched = tuple((key, st[key], _data_ptr(local_tensor(st[key])))
                         for key in optimizer.state_keys if st.get(key) is not None)
-        bucket.entries.append(Entry(p, work, grad, states, st["step"], g, where, st, watched, target, copy_out))
+        bucket.entries.append(Entry(p, work, grad, states, st["step"], g, where, st, watched, target, copy_out,
+                                    st.get(SCALES) if state_dtype == CODE_DTYPE else None))
     return {device: list(buckets.values()) for device, buckets in by_device.items()}

@@ -20,8 +20,9 @@ from . import native_backend, reference_backend
 from .buckets import Bucket, Entry, collect
 
 # entry_info holds, per entry: group, bucket, and the index in `states` of its
-# state0..state2 and of its fp32 master copy or low halves (-1 where the optimizer keeps none).
-_ENTRY_FIELDS = 6
+# state0..state2, of its fp32 master copy or low halves and of its 8-bit states'
+# absmax values (-1 where the optimizer keeps none).
+_ENTRY_FIELDS = 7
 # bucket_info holds, per bucket: maximize, nesterov, amsgrad, stochastic_rounding.
 _BUCKET_FIELDS = 4
 
@@ -68,7 +69,7 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
                       stochastic_rounding=bool(bucket_info[b + _BUCKET_FIELDS - 1]))
                for b in range(0, len(bucket_info), _BUCKET_FIELDS)]
     for i, (p, g, step) in enumerate(zip(params, grads, steps)):
-        group, bucket, *slots, master = entry_info[_ENTRY_FIELDS * i:_ENTRY_FIELDS * (i + 1)]
+        group, bucket, *slots, master, scales = entry_info[_ENTRY_FIELDS * i:_ENTRY_FIELDS * (i + 1)]
         entry_states = tuple(states[s] if s >= 0 else None for s in slots)
         if master < 0:
             work, copy_out = (p if p.is_contiguous() else p.contiguous()), None
@@ -79,7 +80,7 @@ def native_step(params: list[torch.Tensor], grads: list[torch.Tensor], states: l
         buckets[bucket].dtype, buckets[bucket].grad_dtype = work.dtype, p.dtype
         buckets[bucket].state_dtype = next((s.dtype for s in entry_states if s is not None), work.dtype)
         buckets[bucket].entries.append(Entry(p, work, g.contiguous(), entry_states, step, group, "",
-                                             copy_out=copy_out))
+                                             copy_out=copy_out, scales=states[scales] if scales >= 0 else None))
     cache, stepped_tables = _TABLES_BY_COUNTER[global_step.data_ptr()]
     device_kernels = backend in _native.DEVICE_KERNEL_BACKENDS
     for bucket in buckets:
@@ -137,7 +138,7 @@ def _cached_tables(cache: dict, bucket: Bucket, device_kernels: bool):
     grad column itself when only grads moved)."""
     key = (bucket.device, bucket.dtype, tuple(
         (e.work.data_ptr(), e.step.data_ptr(), e.work.numel(), e.group,
-         e.copy_out.data_ptr() if e.copy_out is not None else 0,
+         e.copy_out.data_ptr() if e.copy_out is not None else 0, e.scales.data_ptr() if e.scales is not None else 0,
          *(s.data_ptr() if s is not None else 0 for s in e.states)) for e in bucket.entries))
     tables = cache.pop(key, None)
     if tables is None:
@@ -169,7 +170,7 @@ def traced_step(optimizer, backend_of, grad_scale, found_inf, on_device) -> None
                             int(bucket.stochastic_rounding)]
             for e in bucket.entries:
                 slots = []
-                for s in (*e.states, e.work if e.copy_out is not None else None):  # the master last
+                for s in (*e.states, e.work if e.copy_out is not None else None, e.scales):  # master, absmax last
                     slots.append(len(states) if s is not None else -1)
                     if s is not None:
                         states.append(s)

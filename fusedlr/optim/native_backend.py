@@ -22,7 +22,7 @@ def _tensor_rows(bucket: Bucket) -> list[int]:
     for e in bucket.entries:
         s0, s1, s2 = (t.data_ptr() if t is not None else 0 for t in e.states)
         rows += [e.work.data_ptr(), e.grad_ptr, s0, s1, s2, e.step.data_ptr(), e.work.numel(), e.group,
-                 _ptr(e.copy_out)]
+                 _ptr(e.copy_out), _ptr(e.scales)]
     assert len(rows) == fields * len(bucket.entries)
     return rows
 

@@ -2,7 +2,8 @@
 // builds this with -fsanitize=thread and runs it): SGD (plain, Nesterov),
 // AdamW and Adam (plain, AMSGrad) in fp32 and fp16, with fp32 masters of bf16
 // params, with bf16 states (rounded stochastically), with the low halves of bf16
-// params' masters (fp32 or bf16 states), over tensors of odd sizes, one with
+// params' masters (fp32 or bf16 states); and Adam(W) with 8-bit coded moments
+// (the block-wide absmax reduction), over tensors of odd sizes, one with
 // misaligned storage (the one-element path) and the rest aligned (the 16-byte
 // path), cut into many small chunks that a few blocks stride over, through a
 // schedule, with one step skipped as GradScaler would. Each kernel run is
@@ -209,6 +210,96 @@ bool run(Case<T, G, S> device_case) {
   return same;
 }
 
+// Adam(W) with 8-bit coded moments beside fp32 params (G float) or masters:
+// the kernel's block-wide absmax reduction against the block loop done serially.
+template <typename G>
+bool run_coded(int kind, const std::vector<int64_t>& sizes) {
+  constexpr int64_t kCodedChunk = 2 * kStateBlock;  // chunks of whole state blocks, several per tensor
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  const int64_t n = (int64_t)sizes.size();
+  struct Tensor { std::vector<float> master; std::vector<G> grad, copy; std::vector<uint8_t> m, root; std::vector<float> scales; int64_t count = 0; };
+  std::vector<Tensor> device(n);
+  for (int64_t t = 0; t < n; ++t) {
+    Tensor& x = device[t];
+    const int64_t blocks = (sizes[t] + kStateBlock - 1) / kStateBlock;
+    for (int64_t i = 0; i < sizes[t]; ++i) {
+      x.master.push_back(normal(rng));
+      x.grad.push_back(from_float<G>(normal(rng)));
+      x.copy.push_back(from_float<G>(0.0f));
+      x.m.push_back((uint8_t)(rng() & 0x77));  // any finite codes
+      x.root.push_back((uint8_t)(rng() & 0x77));
+    }
+    for (int64_t b = 0; b < 2 * blocks; ++b) x.scales.push_back(std::fabs(normal(rng)));
+  }
+  std::vector<Tensor> serial = device;
+  const double group[kGroupFields] = {0.05, 0.01, 0.9, 0.999, 1e-8, 0, -1, -1};
+  std::vector<int64_t> rows, chunks;
+  for (int64_t t = 0; t < n; ++t) {
+    Tensor& x = device[t];
+    int64_t row[kTensorFields] = {};
+    row[kParamPtr] = (int64_t)x.master.data();
+    row[kGradPtr] = (int64_t)x.grad.data();
+    row[kState0Ptr] = (int64_t)x.m.data();
+    row[kState1Ptr] = (int64_t)x.root.data();
+    row[kParamCopyPtr] = std::is_same<G, float>::value ? 0 : (int64_t)x.copy.data();
+    row[kStateScalesPtr] = (int64_t)x.scales.data();
+    row[kStepPtr] = (int64_t)&x.count;
+    row[kNumel] = sizes[t];
+    rows.insert(rows.end(), row, row + kTensorFields);
+    for (int64_t begin = 0; begin < sizes[t]; begin += kCodedChunk) chunks.insert(chunks.end(), {t, begin});
+  }
+  std::vector<double> scalars(n * kTensorScalarFields), values_scratch(kGroupValueFields), next_lr(1);
+  int64_t global_step = 0, serial_step = 0;
+  bool applied = true;
+  unsigned int blocks_done = 0;
+  float found_inf = 0.0f;
+  StepArgs a = make_args(rows.data(), n, group, &global_step, &found_inf, kind, kFloat32, kDtypeCode<G>, kUInt8,
+                         false, false, scalars.data(), values_scratch.data(), next_lr.data(), &applied);
+  if (!cuda::step(0, nullptr, a, kPrepare).empty()) return false;
+  for (int s = 0; s < kSteps; ++s) {
+    if (!cuda::update(0, nullptr, a, chunks.data(), (int64_t)chunks.size() / 2, kCodedChunk, &blocks_done).empty())
+      return false;
+    StepArgs serial_args = a;
+    serial_args.global_step = &serial_step;
+    const GroupValues values = group_values(serial_args, 0, serial_step);
+    for (int64_t t = 0; t < n; ++t) {
+      Tensor& x = serial[t];
+      double row[kTensorScalarFields];
+      tensor_scalars(kind, group, values, x.count, row);
+      const AdamScalars<float> sc = adam_scalars<float>(row);
+      const int64_t blocks = (sizes[t] + kStateBlock - 1) / kStateBlock;
+      for (int64_t begin = 0, b = 0; begin < sizes[t]; begin += kStateBlock, ++b) {
+        const int64_t count = std::min<int64_t>(kStateBlock, sizes[t] - begin);
+        float m[kStateBlock], r[kStateBlock], new_m = 0.0f, new_root = 0.0f;
+        for (int64_t i = 0; i < count; ++i) {
+          adam_coded_element(sc, 1.0f, x.master.data() + begin, x.grad.data() + begin, x.m.data() + begin,
+                             x.root.data() + begin, x.scales[b], x.scales[blocks + b], i, m[i], r[i]);
+          if constexpr (!std::is_same<G, float>::value) copy_out_element(x.master.data() + begin, x.copy.data() + begin, i);
+          new_m = max_or_nan(new_m, std::fabs(m[i]));
+          new_root = max_or_nan(new_root, r[i]);
+        }
+        for (int64_t i = 0; i < count; ++i) {
+          x.m[begin + i] = encoded(m[i], new_m);
+          x.root[begin + i] = encoded(r[i], new_root);
+        }
+        x.scales[b] = new_m;
+        x.scales[blocks + b] = new_root;
+      }
+      ++x.count;
+    }
+    ++serial_step;
+  }
+  bool same = global_step == serial_step && blocks_done == 0;
+  for (int64_t t = 0; t < n; ++t)
+    same = same && device[t].master == serial[t].master && device[t].m == serial[t].m &&
+           device[t].root == serial[t].root && device[t].scales == serial[t].scales && device[t].count == serial[t].count &&
+           std::memcmp(device[t].copy.data(), serial[t].copy.data(), sizeof(G) * sizes[t]) == 0;
+  std::printf("%s, grads %s, 8-bit coded moments, odd sizes: %s\n", kind == kAdamW ? "adamw" : "adam", kTypeName<G>,
+              same ? "same as serial" : "DIFFERENT");
+  return same;
+}
+
 }  // namespace
 
 int main() {
@@ -223,5 +314,10 @@ int main() {
       ok = run(Case<bf16_low_bits, bf16_bits, float>{kind, flag, false, sizes}) && ok;    // master remainders
       ok = run(Case<bf16_low_bits, bf16_bits, bf16_bits>{kind, flag, true, sizes}) && ok;
     }
+  const std::vector<int64_t> coded_sizes = {203, 1, 600, 256, 1031};
+  for (int kind : {kAdamW, kAdam}) {
+    ok = run_coded<float>(kind, coded_sizes) && ok;
+    ok = run_coded<bf16_bits>(kind, coded_sizes) && ok;
+  }
   return ok ? 0 : 1;
 }
