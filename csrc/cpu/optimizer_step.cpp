@@ -119,9 +119,10 @@ __attribute__((always_inline)) inline void update_range_16_bit_in_fp32_tiles(con
   }
 }
 
-// Adam with 8-bit coded moments (block_update.h), a block at a time: the
-// elements' updates, the new moments kept on the stack, then the block's
-// absmax values and codes. Chunks start at multiples of the block.
+// Adam with 8-bit coded moments (block_update.h), a block at a time, in
+// passes that vectorise: the moments decoded onto the stack, the elements'
+// updates (adam_coded_element's maths), the block's absmax values, the codes.
+// Chunks start at multiples of the block.
 template <typename G>
 __attribute__((always_inline)) inline void update_range_coded(const StepArgs& a, const std::vector<GroupValues>& values,
                                                               double factor, const Chunk& c) {
@@ -132,26 +133,37 @@ __attribute__((always_inline)) inline void update_range_coded(const StepArgs& a,
   tensor_scalars(a.kind, a.groups + g * kGroupFields, values[g], *address_as<int64_t>(row[kStepPtr]), scalars);
   const AdamScalars<float> s = adam_scalars<float>(scalars);
   const float f = (float)factor;
-  float* master = address_as<float>(row[kParamPtr]);
-  const G* grad = address_as<const G>(row[kGradPtr]);
-  uint8_t* exp_avg = address_as<uint8_t>(row[kState0Ptr]);
-  uint8_t* root = address_as<uint8_t>(row[kState1Ptr]);
-  float* m_absmax = address_as<float>(row[kStateScalesPtr]);
-  float* root_absmax = m_absmax + (row[kNumel] + kStateBlock - 1) / kStateBlock;
-  float m[kStateBlock], r[kStateBlock];
+  float* __restrict__ master = address_as<float>(row[kParamPtr]);
+  const G* __restrict__ grad = address_as<const G>(row[kGradPtr]);
+  uint8_t* __restrict__ exp_avg = address_as<uint8_t>(row[kState0Ptr]);
+  uint8_t* __restrict__ root = address_as<uint8_t>(row[kState1Ptr]);
+  float* __restrict__ m_absmax = address_as<float>(row[kStateScalesPtr]);
+  float* __restrict__ root_absmax = m_absmax + (row[kNumel] + kStateBlock - 1) / kStateBlock;
+  alignas(64) float m[kStateBlock], r[kStateBlock];
   for (int64_t begin = c.begin; begin < c.end; begin += kStateBlock) {
     const int64_t b = begin / kStateBlock, n = c.end - begin < kStateBlock ? c.end - begin : kStateBlock;
-    float new_m = 0.0f, new_root = 0.0f;
+    const float old_m = m_absmax[b], old_root = root_absmax[b];
     for (int64_t i = 0; i < n; ++i) {
-      adam_coded_element(s, f, master + begin, grad + begin, exp_avg + begin, root + begin, m_absmax[b],
-                         root_absmax[b], i, m[i], r[i]);
-      new_m = max_or_nan(new_m, fabsf(m[i]));
-      new_root = max_or_nan(new_root, r[i]);
+      m[i] = decoded(exp_avg[begin + i], old_m);
+      r[i] = decoded(root[begin + i], old_root);
     }
     for (int64_t i = 0; i < n; ++i) {
-      exp_avg[begin + i] = encoded(m[i], new_m);
-      root[begin + i] = encoded(r[i], new_root);
+      float p = master[begin + i], v = r[i] * r[i], unused = 0.0f;
+      adam_math<false>(s, load_as_math(grad, begin + i) * f, p, m[i], v, unused);
+      master[begin + i] = p;
+      r[i] = sqrtf(v);
     }
+    // max_or_nan's results as integer maxima, which vectorise: magnitudes' bits
+    // order as their values, and a nan's above them all
+    uint32_t m_bits = 0, root_bits = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t am = detail::float_bits(m[i]) & 0x7fffffffu, ar = detail::float_bits(r[i]) & 0x7fffffffu;
+      m_bits = am > m_bits ? am : m_bits;
+      root_bits = ar > root_bits ? ar : root_bits;
+    }
+    const float new_m = detail::bits_float(m_bits), new_root = detail::bits_float(root_bits);
+    for (int64_t i = 0; i < n; ++i) exp_avg[begin + i] = encoded(m[i], new_m);  // (one output a loop: vectorises)
+    for (int64_t i = 0; i < n; ++i) root[begin + i] = encoded(r[i], new_root);
     m_absmax[b] = new_m;
     root_absmax[b] = new_root;
   }

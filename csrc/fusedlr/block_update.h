@@ -24,12 +24,14 @@ constexpr const char kCodedStatesNeedAdam[] = "8-bit states are kept for Adam an
 
 // The value of an e4m3 byte (exact in fp32): sign, 4 exponent bits biased by 7,
 // 3 mantissa bits; exponent 0 subnormal (mantissa * 2**-9); 0x7f and 0xff nan.
+// (Every case computed, then selected: the CPU loops vectorise.)
 FUSEDLR_HD_ELEMENT float code_value(uint8_t code) {
   const uint32_t exponent = (code >> 3) & 15u, mantissa = code & 7u;
-  const float normal = detail::bits_float(((exponent + 120u) << 23) | (mantissa << 20));
-  float magnitude = exponent == 0 ? (float)mantissa * 0.001953125f : normal;  // 2**-9
-  if (exponent == 15u && mantissa == 7u) magnitude = detail::bits_float(0x7fc00000u);
-  return code & 0x80u ? -magnitude : magnitude;
+  const uint32_t normal = ((exponent + 120u) << 23) | (mantissa << 20);
+  const uint32_t subnormal = detail::float_bits((float)(int32_t)mantissa * 0.001953125f);  // 2**-9
+  uint32_t magnitude = exponent == 0u ? subnormal : normal;
+  magnitude = (exponent == 15u) & (mantissa == 7u) ? 0x7fc00000u : magnitude;
+  return detail::bits_float(magnitude | ((uint32_t)(code & 0x80u) << 24));
 }
 
 // The e4m3 byte nearest to x (|x| <= 256 or nan; ties to even), from its fp32
@@ -41,7 +43,7 @@ FUSEDLR_HD_ELEMENT uint8_t code_of(float x) {
   const uint32_t normal = ((bits + 0x7ffffu + ((bits >> 20) & 1u)) >> 20) - (120u << 3);
   const uint32_t subnormal = (uint32_t)rintf(a * 512.0f);
   uint32_t code = a < 0.015625f ? subnormal : normal;
-  if (x != x) code = 0x7fu;
+  code = x != x ? 0x7fu : code;
   return (uint8_t)(code | ((detail::float_bits(x) >> 24) & 0x80u));
 }
 

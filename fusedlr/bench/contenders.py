@@ -33,6 +33,8 @@ class Contender:
     baseline: bool = False
     #: the param dtypes it races on (None: all)
     dtypes: tuple | None = None
+    #: the optimizers it races (None: all)
+    optimizers: tuple | None = None
 
 
 def _torch_warmup_cosine(opt):
@@ -111,6 +113,14 @@ def _fusedlr_bf16_states(params, optimizer, max_grad_norm=None):
     return opt, opt.step
 
 
+def _fusedlr_int8_states(params, optimizer, max_grad_norm=None):
+    """Block-wise 8-bit moments beside fp32 params, or beside fp32 masters of half params."""
+    cls = CLASSES[optimizer][1]
+    opt = cls(params, **HYPER[optimizer], schedule=fusedlr_warmup_cosine(), max_grad_norm=max_grad_norm,
+              master_weights=params[0].dtype in HALF, state_dtype="int8")
+    return opt, opt.step
+
+
 class _WithMasters:
     """A torch optimizer over fp32 masters, with the masters counted as its state."""
 
@@ -185,6 +195,8 @@ def contenders(device: torch.device) -> list[Contender]:
         Contender("fusedlr master weights", _fusedlr_master_weights, dtypes=HALF),
         Contender("fusedlr master remainders", _fusedlr_remainders, dtypes=(torch.bfloat16,)),
         Contender("fusedlr bf16 states (+ masters)", _fusedlr_bf16_states, dtypes=(torch.float32, *HALF)),
+        Contender("fusedlr int8 states (+ masters)", _fusedlr_int8_states, dtypes=(torch.float32, *HALF),
+                  optimizers=("adamw", "adam")),
     ]
     if device.type == "cuda":
         found += [Contender("torch fused capturable graph (const lr)", _torch_fused_capturable_graphed, graphed=True),

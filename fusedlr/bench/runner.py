@@ -65,6 +65,8 @@ def _race(workload: str, shapes, optimizer: str, dtype: str, device, steps: int,
     for contender in chosen:
         if contender.dtypes is not None and DTYPES[dtype] not in contender.dtypes:
             continue
+        if contender.optimizers is not None and optimizer not in contender.optimizers:
+            continue
         row = dict(contender=contender.name, graphed=contender.graphed, baseline=contender.baseline)
         rows.append(row)
         params = make_params(shapes, DTYPES[dtype], device)
