@@ -65,6 +65,10 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16):
         if dtype == torch.bfloat16:  # bf16 params with the low halves of their masters
             run(cls, dict(options, master_weights="remainder"), dtype)
             run(cls, dict(options, master_weights="remainder", **LARGE_RUN), dtype)
+# Adam(W) with block-wise 8-bit moments (the block-wide absmax reduction), beside fp32 params or masters
+for dtype in (torch.float32, torch.bfloat16):
+    for cls in (fusedlr.AdamW, fusedlr.Adam):
+        run(cls, dict(state_dtype="int8", master_weights=dtype != torch.float32, max_grad_norm=1.0), dtype)
 print(S.Cosine(10).values(range(20), [0.1], backend="cuda").sum().item())
 torch.cuda.synchronize()
 print("workload done")

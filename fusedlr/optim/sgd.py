@@ -41,7 +41,12 @@ class SGD(FusedOptimizer):
     states in bf16 beside fp32 params or masters (maths in fp32), optionally
     rounded stochastically (``stochastic_rounding=True``: random bits hashed
     from the tensor, its update count and the element index, so runs are
-    reproducible and capturable).
+    reproducible and capturable). Adam and AdamW also take
+    ``state_dtype="int8"``: block-wise 8-bit moments (as bitsandbytes' and
+    torchao's 8-bit optimizers), one byte per element (an fp8 e4m3 code of the
+    value relative to its block's largest) and one fp32 absmax per block of 256
+    (``state["state_scales"]``), exp_avg_sq kept as its square root; maths in
+    fp32, float32 params or ``master_weights=True``, no amsgrad.
     ``backend``: None picks the native kernel of the params' device (else the
     pure-PyTorch reference); "reference", "cpu" or "cuda" force one.
     ``foreach``/``fused`` are accepted for compatibility and ignored (always fused);
