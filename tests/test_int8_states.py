@@ -41,9 +41,10 @@ def _decoded(codes: torch.Tensor, scales: torch.Tensor) -> np.ndarray:
     return E4M3[c] / 256 * per
 
 
-def _assert_nearest(codes: torch.Tensor, scales: torch.Tensor, exact: torch.Tensor) -> None:
+def _assert_nearest(codes: torch.Tensor, scales: torch.Tensor, exact: torch.Tensor, root: bool = False) -> None:
     """Each block's absmax is the largest |exact| of the block, and each code the
-    e4m3 value nearest to 256 exact / absmax (no other code is closer)."""
+    e4m3 value nearest to 256 exact / absmax (no other code is closer); for a
+    root, a value above zero nearest to code 0 keeps code 1."""
     x = exact.detach().double().cpu().numpy().reshape(-1)
     blocks = np.pad(np.abs(x), (0, (-x.size) % BLOCK)).reshape(-1, BLOCK).max(axis=1)
     np.testing.assert_allclose(scales.cpu().double().numpy(), blocks, rtol=1e-6, atol=0)
@@ -51,13 +52,35 @@ def _assert_nearest(codes: torch.Tensor, scales: torch.Tensor, exact: torch.Tens
     relative = np.where(per > 0, 256 * x / np.where(per > 0, per, 1), 0)
     finite = E4M3[~np.isnan(E4M3)]
     best = np.abs(relative[:, None] - finite[None, :]).min(axis=1)
-    got = np.abs(relative - E4M3[codes.cpu().numpy().reshape(-1)])
-    assert np.all(got <= best * (1 + 1e-6) + 1e-12), np.max(got - best)
+    c = codes.cpu().numpy().reshape(-1)
+    got = np.abs(relative - E4M3[c])
+    floored = root & (x > 0) & (c == 1) & (np.abs(relative) <= best * (1 + 1e-6) + 1e-12)  # nearest: code 0
+    assert np.all((got <= best * (1 + 1e-6) + 1e-12) | floored), np.max(got - best)
+
+
+def _assert_neighbours(codes: torch.Tensor, scales: torch.Tensor, exact: torch.Tensor, root: bool = False) -> None:
+    """Stochastic codes: each block's absmax is the largest |exact| of the block,
+    and each code one of the two e4m3 values around 256 exact / absmax (for a
+    root above zero below the smallest code, the smallest code)."""
+    x = exact.detach().double().cpu().numpy().reshape(-1)
+    blocks = np.pad(np.abs(x), (0, (-x.size) % BLOCK)).reshape(-1, BLOCK).max(axis=1)
+    np.testing.assert_allclose(scales.cpu().double().numpy(), blocks, rtol=1e-6, atol=0)
+    per = np.repeat(blocks, BLOCK)[:x.size]
+    relative = np.where(per > 0, 256 * x / np.where(per > 0, per, 1), 0)
+    finite = np.sort(np.unique(E4M3[~np.isnan(E4M3)]))
+    got = E4M3[codes.cpu().numpy().reshape(-1)]
+    slack = 1e-6 * np.abs(relative)
+    below = finite[np.clip(np.searchsorted(finite, relative + slack, side="right") - 1, 0, None)]
+    above = finite[np.clip(np.searchsorted(finite, relative - slack, side="left"), None, finite.size - 1)]
+    ok = (np.isclose(got, below, rtol=1e-6, atol=0) | np.isclose(got, above, rtol=1e-6, atol=0))
+    if root:
+        ok |= (x > 0) & (got == E4M3[1]) & (relative < E4M3[1])
+    assert ok.all(), (relative[~ok][:5], got[~ok][:5])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_codes_are_the_nearest_to_torch_fp32_moments(backend):
-    """After a few steps the codes decode to the e4m3 values nearest to the
+def test_codes_are_neighbours_of_torch_fp32_moments(backend):
+    """After a step the codes decode to one of the two e4m3 values around the
     moments torch.optim.AdamW keeps in fp32 (exp_avg, and the root of
     exp_avg_sq), block by block, on sizes around the block (1, 255, 257, 1000)."""
     device = device_for(backend)
@@ -73,9 +96,93 @@ def test_codes_are_the_nearest_to_torch_fp32_moments(backend):
         ours.step()
         theirs.step()
         st = ours.state[p]
-        _assert_nearest(st["exp_avg"], st["state_scales"][0], theirs.state[q]["exp_avg"])
-        _assert_nearest(st["exp_avg_sq"], st["state_scales"][1], theirs.state[q]["exp_avg_sq"].sqrt())
+        _assert_neighbours(st["exp_avg"], st["state_scales"][0], theirs.state[q]["exp_avg"])
+        _assert_neighbours(st["exp_avg_sq"], st["state_scales"][1], theirs.state[q]["exp_avg_sq"].sqrt(), root=True)
         torch.testing.assert_close(p.detach().cpu(), q.detach(), rtol=0, atol=1e-6)  # one step: from exact moments
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stochastic_codes_are_unbiased(backend):
+    """The same values coded at 64 update counts (other random bits each time):
+    the mean of what the codes stand for is the value, within the sampling
+    error, where rounding to nearest would be off by up to half a code (6%)."""
+    device = device_for(backend)
+    values = torch.linspace(0.30, 0.31, BLOCK - 1).tolist() + [1.0]  # between two codes (0.3125 and 0.28125)
+    exact = torch.tensor(values)
+    decoded = []
+    for count in range(64):
+        p = torch.nn.Parameter(torch.zeros(BLOCK, device=device))
+        opt = fusedlr.AdamW([p], lr=0.0, betas=(0.0, 0.999), state_dtype="int8", backend=backend)
+        opt.state[p]["step"].fill_(count)
+        p.grad = exact.to(device)  # beta1 = 0: exp_avg = the grad
+        opt.step()
+        st = opt.state[p]
+        decoded.append(_decoded(st["exp_avg"], st["state_scales"][0]))
+    mean = np.mean(decoded, axis=0)
+    assert np.abs(mean[:-1] - exact.numpy()[:-1]).max() < 0.006  # 4 standard errors of 64 draws of a 0.03 step
+    assert np.abs(np.mean(decoded, axis=1).mean() - exact.numpy().mean()) < 1e-3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_small_root_beside_a_stalled_block_keeps_updates_bounded(backend):
+    """A block whose largest element gets one big grad and then none, beside an
+    element with steady tiny grads, each step's growth of its root far below
+    a code. Rounded to nearest, its root froze at zero or at the smallest code
+    while its exp_avg, whose block's largest value shrinks faster, was kept
+    again: its update grew to 15x Adam's (19x by step 4000). Rounded
+    stochastically, with a root above zero keeping the smallest code, its
+    update stays near Adam's (measured: at most 1.44x over 400 steps, 1.6x
+    over 6000, its displacement 1.05x fp32's)."""
+    device = device_for(backend)
+    grads = torch.zeros(BLOCK)
+    grads[1] = 1e-6
+    p = torch.nn.Parameter(torch.zeros(BLOCK, device=device))
+    q = torch.nn.Parameter(torch.zeros(BLOCK))
+    ours = fusedlr.AdamW([p], lr=1e-3, weight_decay=0.0, state_dtype="int8", backend=backend)
+    theirs = torch.optim.AdamW([q], lr=1e-3, weight_decay=0.0)
+    worst = 0.0
+    for step in range(400):
+        g = grads.clone()
+        g[0] = 1.0 if step == 0 else 0.0
+        before_p, before_q = p.detach()[1].item(), q.detach()[1].item()
+        p.grad, q.grad = g.to(device), g
+        ours.step()
+        theirs.step()
+        worst = max(worst, abs(p.detach()[1].item() - before_p) / abs(q.detach()[1].item() - before_q))
+    assert worst < 2.5, worst
+
+
+def test_codes_without_their_scales_are_refused():
+    p = torch.nn.Parameter(torch.randn(10))
+    opt = fusedlr.AdamW([p], state_dtype="int8")
+    del opt.state[p]["state_scales"]
+    p.grad = torch.randn(10)
+    with pytest.raises(RuntimeError, match="holds 8-bit codes but the state has no 'state_scales'"):
+        opt.step()
+
+
+@pytest.mark.skipif("cuda" not in fusedlr.available_backends(), reason="no usable CUDA device")
+def test_cuda_kernels_track_the_cpu_loops_over_steps():
+    """Several steps on the GPU (decoding, the absmax reduction of 256 threads),
+    against the CPU loops: the GPU may contract products into FMAs, so codes may
+    differ where a moment sits on a rounding boundary; nearly all are equal."""
+    gen = torch.Generator().manual_seed(13)
+    shapes = [(1,), (255,), (257,), (70_001,)]
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(6)]
+    runs = {}
+    for device in ("cpu", "cuda"):
+        ps = [torch.nn.Parameter(t.to(device)) for t in start]
+        opt = fusedlr.AdamW(ps, lr=1e-2, weight_decay=0.1, state_dtype="int8")
+        _steps(opt, ps, [[g.to(device) for g in step] for step in grads])
+        runs[device] = [(p.detach().cpu(), {k: v.cpu() for k, v in opt.state[p].items()}) for p in ps]
+    for (p, st), (q, sq) in zip(runs["cpu"], runs["cuda"]):
+        apart = ~torch.isclose(p, q, rtol=1e-5, atol=1e-6)
+        assert apart.sum() <= max(2, apart.numel() // 20)
+        torch.testing.assert_close(st["state_scales"], sq["state_scales"], rtol=1e-3, atol=0)
+        for key in ("exp_avg", "exp_avg_sq"):
+            differ = (st[key].int() - sq[key].int()).abs()
+            assert differ.max() <= 4 and (differ > 0).sum() <= max(2, differ.numel() // 20), key
 
 
 def _train(make, steps=300):
@@ -99,15 +206,15 @@ def _train(make, steps=300):
 
 def test_training_error_against_fp32_is_bounded():
     """A 300-step regression: 8-bit moments reach the fp32 run's loss within 10%
-    (measured: within 3%), and every weight matrix stays within 20% relative
-    (Frobenius) of the fp32 run's (measured: 5-12%; bf16 moments: ~1%)."""
+    (measured: 1% lower), and every weight tensor stays within 10% relative
+    (Frobenius) of the fp32 run's (measured: 0.6-4.2%; bf16 moments 0.07-0.3%)."""
     exact, exact_losses = _train(lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01))
     coded, coded_losses = _train(lambda ps: fusedlr.AdamW(ps, lr=1e-3, weight_decay=0.01, state_dtype="int8"))
     final, exact_final = np.mean(coded_losses[-20:]), np.mean(exact_losses[-20:])
     assert final <= 1.10 * exact_final, (final, exact_final)
     assert exact_losses[0] > 20 * exact_final  # it did learn
     for a, b in zip(coded.parameters(), exact.parameters()):
-        assert ((a - b).norm() / b.norm()).item() < 0.2
+        assert ((a - b).norm() / b.norm()).item() < 0.1
 
 
 @pytest.mark.parametrize("params", ["fp32", "bf16-master", "fp16-master"])
@@ -137,14 +244,14 @@ def test_native_kernels_agree_with_each_other_and_the_reference(kind, params):
         for key in st:
             assert torch.equal(st[key], sq[key]), key
         # an ulp apart in fp32 can put a moment on the other side of a code's rounding
-        # boundary (one code: 1/8 of its value); the updates that read it then differ
+        # threshold (one code: 1/8 of its value); the updates that read it then differ
         master, reference = st.get("master_param", p).float(), sr.get("master_param", r).float()
         apart = ~torch.isclose(master, reference, rtol=1e-5, atol=1e-6)
         assert apart.sum() <= max(2, apart.numel() // 20)
         assert (master - reference).abs().max() <= 4 * 1e-2 / 4  # steps x lr x a quarter of the update
         for key in ("exp_avg", "exp_avg_sq"):
             differ = (st[key].int() - sr[key].int()).abs()
-            assert differ.max() <= 2 and (differ > 0).sum() <= max(2, differ.numel() // 20), key
+            assert differ.max() <= 4 and (differ > 0).sum() <= max(2, differ.numel() // 20), key
 
 
 def test_state_bytes_per_param():
@@ -196,7 +303,7 @@ def test_checkpoints_of_the_other_form_load():
     coded_opt.load_state_dict(fp32_opt.state_dict())
     st, exact = coded_opt.state[p], fp32_opt.state[p]
     _assert_nearest(st["exp_avg"], st["state_scales"][0], exact["exp_avg"])
-    _assert_nearest(st["exp_avg_sq"], st["state_scales"][1], exact["exp_avg_sq"].sqrt())
+    _assert_nearest(st["exp_avg_sq"], st["state_scales"][1], exact["exp_avg_sq"].sqrt(), root=True)
     assert st["step"].item() == 1
 
     back = fusedlr.AdamW([p], lr=1e-2)

@@ -139,6 +139,7 @@ __attribute__((always_inline)) inline void update_range_coded(const StepArgs& a,
   uint8_t* __restrict__ root = address_as<uint8_t>(row[kState1Ptr]);
   float* __restrict__ m_absmax = address_as<float>(row[kStateScalesPtr]);
   float* __restrict__ root_absmax = m_absmax + (row[kNumel] + kStateBlock - 1) / kStateBlock;
+  const StateRounding seeds = state_rounding(true, c.tensor, *address_as<int64_t>(row[kStepPtr]), 0);
   alignas(64) float m[kStateBlock], r[kStateBlock];
   for (int64_t begin = c.begin; begin < c.end; begin += kStateBlock) {
     const int64_t b = begin / kStateBlock, n = c.end - begin < kStateBlock ? c.end - begin : kStateBlock;
@@ -162,8 +163,10 @@ __attribute__((always_inline)) inline void update_range_coded(const StepArgs& a,
       root_bits = ar > root_bits ? ar : root_bits;
     }
     const float new_m = detail::bits_float(m_bits), new_root = detail::bits_float(root_bits);
-    for (int64_t i = 0; i < n; ++i) exp_avg[begin + i] = encoded(m[i], new_m);  // (one output a loop: vectorises)
-    for (int64_t i = 0; i < n; ++i) root[begin + i] = encoded(r[i], new_root);
+    for (int64_t i = 0; i < n; ++i)  // (one output a loop: vectorises)
+      exp_avg[begin + i] = encoded(m[i], new_m, element_random(seeds.seeds[0], begin + i));
+    for (int64_t i = 0; i < n; ++i)
+      root[begin + i] = encoded_root(r[i], new_root, element_random(seeds.seeds[1], begin + i));
     m_absmax[b] = new_m;
     root_absmax[b] = new_root;
   }

@@ -199,8 +199,8 @@ __device__ __forceinline__ void update_chunk(const StepArgs& a, const int64_t* r
 // Every thread runs every iteration (the barriers). G: the grads, and the
 // params written from the fp32 masters when G is not float.
 template <typename G>
-__device__ __forceinline__ void update_chunk_coded(const int64_t* row, const double* scalars, int64_t begin,
-                                                   int count, float factor) {
+__device__ __forceinline__ void update_chunk_coded(const StepArgs& a, const int64_t* row, const double* scalars,
+                                                   int64_t begin, int count, float factor) {
   __shared__ float moments[2][kStateBlock];
   __shared__ float reduced[2][kThreads];
   const AdamScalars<float> s = adam_scalars<float>(scalars);
@@ -211,6 +211,8 @@ __device__ __forceinline__ void update_chunk_coded(const int64_t* row, const dou
   G* __restrict__ copy = address_as<G>(row[kParamCopyPtr]) + begin;
   float* __restrict__ m_absmax = address_as<float>(row[kStateScalesPtr]) + begin / kStateBlock;
   float* __restrict__ root_absmax = m_absmax + (row[kNumel] + kStateBlock - 1) / kStateBlock;
+  const StateRounding seeds = state_rounding(true, (row - a.tensors) / kTensorFields,
+                                             *address_as<const int64_t>(row[kStepPtr]), 0);
   const int t = (int)threadIdx.x, threads = (int)blockDim.x;  // a power of two, at most kThreads
   for (int first = 0, b = 0; first < count; first += kStateBlock, ++b) {
     const int n = count - first < kStateBlock ? count - first : kStateBlock;
@@ -223,7 +225,7 @@ __device__ __forceinline__ void update_chunk_coded(const int64_t* row, const dou
       moments[0][j] = m;
       moments[1][j] = r;
       m_max = max_or_nan(m_max, fabsf(m));
-      root_max = max_or_nan(root_max, r);
+      root_max = max_or_nan(root_max, fabsf(r));
     }
     reduced[0][t] = m_max;
     reduced[1][t] = root_max;
@@ -237,8 +239,9 @@ __device__ __forceinline__ void update_chunk_coded(const int64_t* row, const dou
     }
     const float new_m = reduced[0][0], new_root = reduced[1][0];
     for (int j = t; j < n; j += threads) {
-      exp_avg[first + j] = encoded(moments[0][j], new_m);
-      root[first + j] = encoded(moments[1][j], new_root);
+      const int64_t element = begin + first + j;
+      exp_avg[first + j] = encoded(moments[0][j], new_m, element_random(seeds.seeds[0], element));
+      root[first + j] = encoded_root(moments[1][j], new_root, element_random(seeds.seeds[1], element));
     }
     __syncthreads();  // the absmax values, moments and reduction read before any is rewritten
     if (t == 0) {
@@ -292,7 +295,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM) update_kernel(StepA
       const int64_t* row = a.tensors + t * kTensorFields;
       const int64_t end = begin + c.chunk_size < row[kNumel] ? begin + c.chunk_size : row[kNumel];
       if constexpr (std::is_same<S, uint8_t>::value)
-        update_chunk_coded<G>(row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin), factor);
+        update_chunk_coded<G>(a, row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin), factor);
       else
         update_chunk<T, G, S, kUpdate, kFlag>(a, row, a.scalars + t * kTensorScalarFields, begin, (int)(end - begin),
                                               factor);

@@ -54,6 +54,8 @@ std::string update(int device, void* stream, const StepArgs& a, const int64_t* c
                    int64_t chunk_size, unsigned int* blocks_done) {
   if (num_chunks == 0) return "update launched without chunks";
   if (chunk_size <= 0 || chunk_size > (int64_t(1) << 30)) return "chunk_size must be in [1, 2**30] (32-bit offsets)";
+  if (a.state_dtype == kUInt8 && chunk_size % kStateBlock != 0)
+    return "chunk_size must be a multiple of 256 with 8-bit states (a chunk holds whole state blocks)";
   DeviceGuard guard(device);
   const kernels::ChunkArgs c{chunks, num_chunks, chunk_size, blocks_done};
   const unsigned grid = (unsigned)(num_chunks < kMaxGrid ? num_chunks : kMaxGrid);

@@ -3,7 +3,9 @@
 // of kStateBlock elements keeps one fp32 absmax per moment (kStateScalesPtr:
 // row 0 exp_avg, row 1 exp_avg_sq) and each element one byte: the fp8 e4m3
 // value nearest to 256 * value / absmax (ties to even). exp_avg_sq is kept as
-// its square root. An element's moment is code_value * absmax / 256.
+// its square root. An element's moment is code_value * absmax / 256. The
+// update rounds codes stochastically, with the random bits of the bf16 states'
+// stochastic rounding (scalar_io.h): state slot 0 for exp_avg, 1 for the root.
 //
 // A block is updated in two passes: every element's update (the moments
 // decoded, Adam's maths in fp32, the param stored), keeping the new moments;
@@ -41,10 +43,29 @@ FUSEDLR_HD_ELEMENT uint8_t code_of(float x) {
   const float a = fabsf(x);
   const uint32_t bits = detail::float_bits(a);
   const uint32_t normal = ((bits + 0x7ffffu + ((bits >> 20) & 1u)) >> 20) - (120u << 3);
-  const uint32_t subnormal = (uint32_t)rintf(a * 512.0f);
+  const uint32_t subnormal = (uint32_t)rintf((a < 0.015625f ? a : 0.0f) * 512.0f);  // (a nan converts nothing)
   uint32_t code = a < 0.015625f ? subnormal : normal;
   code = x != x ? 0x7fu : code;
   return (uint8_t)(code | ((detail::float_bits(x) >> 24) & 0x80u));
+}
+
+// The e4m3 byte of x (|x| <= 256 or nan) rounded stochastically: up in
+// magnitude with the probability of x's distance from the code below, with
+// `random` as the 32 random bits (unbiased, so moments that change by less
+// than a code per step still accumulate on average).
+FUSEDLR_HD_ELEMENT uint8_t code_of_stochastic(float x, uint32_t random) {
+  const float a = fabsf(x);
+  const uint32_t bits = detail::float_bits(a);
+  const uint32_t normal = ((bits + (random & 0xfffffu)) >> 20) - (120u << 3);
+  const float below = (a < 0.015625f ? a : 0.0f) * 512.0f + (float)(random >> 8) * 5.9604644775390625e-08f;  // + u
+  uint32_t code = a < 0.015625f ? (uint32_t)below : normal;
+  code = x != x ? 0x7fu : code;
+  return (uint8_t)(code | ((detail::float_bits(x) >> 24) & 0x80u));
+}
+
+// The random bits of element `element` under `seed` (as store_state_at's for bf16 states).
+FUSEDLR_HD_ELEMENT uint32_t element_random(uint32_t seed, int64_t element) {
+  return mix32(seed ^ mix32((uint32_t)element ^ (uint32_t)(element >> 32)));
 }
 
 // The larger magnitude, nan if either is nan (as torch's amax).
@@ -52,9 +73,23 @@ FUSEDLR_HD_ELEMENT float max_or_nan(float a, float b) { return a != a ? a : b !=
 
 FUSEDLR_HD_ELEMENT float decoded(uint8_t code, float absmax) { return (code_value(code) * absmax) * 0.00390625f; }
 
-// The code of `value` in a block whose absmax is `absmax` (0: a block of zeros).
-FUSEDLR_HD_ELEMENT uint8_t encoded(float value, float absmax) {
-  return code_of((absmax == 0.0f ? 0.0f : value / absmax) * 256.0f);
+FUSEDLR_HD_ELEMENT float relative_to(float value, float absmax) {  // 256 value / absmax; 0 in a block of zeros
+  return (absmax == 0.0f ? 0.0f : value / absmax) * 256.0f;
+}
+
+// The code of `value` in a block whose absmax is `absmax`, to nearest (a
+// checkpoint's fp32 moments) or stochastically (the update's).
+FUSEDLR_HD_ELEMENT uint8_t encoded(float value, float absmax) { return code_of(relative_to(value, absmax)); }
+FUSEDLR_HD_ELEMENT uint8_t encoded(float value, float absmax, uint32_t random) {
+  return code_of_stochastic(relative_to(value, absmax), random);
+}
+
+// The code of exp_avg_sq's root, stochastically, a root above zero keeping at
+// least the smallest code: at zero, the element's exp_avg (whose block's
+// largest value shrinks faster) could be divided by eps alone.
+FUSEDLR_HD_ELEMENT uint8_t encoded_root(float root, float absmax, uint32_t random) {
+  const uint8_t code = encoded(root, absmax, random);
+  return code == 0 && root > 0.0f ? (uint8_t)1 : code;
 }
 
 // Element i's update with coded moments (absmax values m_absmax, root_absmax of

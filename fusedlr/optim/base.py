@@ -258,6 +258,9 @@ class FusedOptimizer(torch.optim.Optimizer):
             if name == block_states.SCALES:
                 _check_scales(t, param, where)
                 continue
+            if t.dtype == block_states.CODE_DTYPE and state.get(block_states.SCALES) is None:
+                raise RuntimeError(f"{where}: state[{name!r}] holds 8-bit codes but the state has no "
+                                   f"{block_states.SCALES!r} to decode them with")
             expected = self.math_dtype_of(param) if name == MASTER else \
                 torch.int16 if name == REMAINDER else self.state_dtype_of(param)
             if t.shape != param.shape or t.dtype != expected or t.device != param.device:

@@ -6,9 +6,17 @@ e4m3 number nearest to ``256 * value / absmax`` (round to nearest even). A
 floating code keeps 3 significant bits down to 2**-14 of the block's largest
 value (subnormals to 2**-17), where a linear int8 code would round anything
 below 1/254 of it to zero. exp_avg_sq is kept as its square root, which halves
-the range it needs (an element's root underflows only where its exp_avg does
-too, so no update divides a kept moment by eps alone). Maths in fp32; a
-value is decoded as ``code * absmax / 256``.
+the range it needs, and a root above zero never rounds to zero: it keeps at
+least the smallest code (2**-17 of its block's largest root). Otherwise a
+small element's root could stay zero for good, each step's growth rounding
+away again, while its exp_avg, whose block's largest value shrinks faster
+(beta1 < beta2), is kept again and divided by eps alone. The update rounds
+the codes stochastically (up with the probability of the distance from the
+code below; the random bits of the bf16 states' stochastic rounding, slot 0
+and 1), so moments that move by less than a code per step (exp_avg_sq with
+beta2 = 0.999) still follow on average instead of freezing; a checkpoint's
+fp32 moments are encoded to nearest. Maths in fp32; a value is decoded as
+``code * absmax / 256``.
 
 Plain tensor ops, which the reference backend runs on any device; under
 torch.compile as opaque custom ops (Inductor's CPU code for these gathers and
@@ -16,7 +24,11 @@ bit casts was wrong: wrong codes, or indices out of bounds), so a compiled step
 computes the eager step's bits."""
 # (no `from __future__ import annotations`: older torch.library reads the op
 # schemas from real annotation objects)
+from typing import Optional
+
 import torch
+
+from . import stochastic_rounding
 
 #: state_dtype's value for block-wise 8-bit moments
 INT8 = "int8"
@@ -62,7 +74,8 @@ def _codes_of(x: torch.Tensor) -> torch.Tensor:
     a = x.abs()
     bits = a.view(torch.int32)
     normal = ((bits + 0x7FFFF + ((bits >> 20) & 1)) >> 20) - (120 << 3)  # a carry moves into the exponent
-    subnormal = torch.round(a * 512).to(torch.int32)  # below 2**-6: mantissa * 2**-9, 8 being the first normal
+    # below 2**-6: mantissa * 2**-9, 8 being the first normal (a nan converts nothing)
+    subnormal = torch.round(torch.where(a < 2.0 ** -6, a, torch.zeros_like(a)) * 512).to(torch.int32)
     code = torch.where(a < 2.0 ** -6, subnormal, normal)
     code = torch.where(torch.isnan(x), torch.full_like(code, 0x7F), code)
     return (code | torch.signbit(x).to(torch.int32) << 7).to(CODE_DTYPE)
@@ -82,21 +95,46 @@ def _(codes, scales, root):
 
 
 @torch.library.custom_op("fusedlr::encode_blocks", mutates_args=())
-def _encode(values: torch.Tensor, root: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode(values: torch.Tensor, root: bool, seed: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     flat = values.reshape(-1).float()
     flat = flat.sqrt() if root else flat
     block = _block_of(flat.numel(), flat.device)
     scales = torch.zeros(num_blocks(flat.numel()), dtype=torch.float32, device=flat.device)
     scales = scales.scatter_reduce(0, block, flat.abs(), "amax")
     per = scales[block]
-    relative = torch.where(per == 0, torch.zeros_like(flat), flat / per)  # |relative| <= 1
-    return _codes_of(relative * 256).view(values.shape), scales
+    relative = torch.where(per == 0, torch.zeros_like(flat), flat / per) * 256  # |relative| <= 256
+    codes = _codes_of(relative) if seed is None else \
+        _codes_of_stochastic(relative, _element_random(seed.reshape(()), flat.numel()))
+    if root:  # a root above zero keeps at least the smallest code (see the docstring)
+        codes = torch.where((codes == 0) & (flat > 0), torch.ones_like(codes), codes)
+    return codes.view(values.shape), scales
 
 
 @_encode.register_fake
-def _(values, root):
+def _(values, root, seed):
     return (torch.empty(values.shape, dtype=CODE_DTYPE, device=values.device),
             torch.empty(num_blocks(values.numel()), dtype=torch.float32, device=values.device))
+
+
+def _codes_of_stochastic(x: torch.Tensor, random: torch.Tensor) -> torch.Tensor:
+    """The e4m3 byte of each fp32 ``x`` (|x| <= 256) rounded stochastically with
+    ``random``'s 32 bits (uint32 in int64): up in magnitude with the probability
+    of the distance from the code below, as the kernels' code_of_stochastic."""
+    a = x.abs()
+    bits = a.view(torch.int32).to(torch.int64)
+    normal = ((bits + (random & 0xFFFFF)) >> 20) - (120 << 3)
+    tiny = a < 2.0 ** -6
+    below = torch.where(tiny, a, torch.zeros_like(a)) * 512 + (random >> 8).to(torch.float32) * 2.0 ** -24
+    code = torch.where(tiny, below.to(torch.int64), normal)
+    code = torch.where(torch.isnan(x), torch.full_like(code, 0x7F), code)
+    return (code | torch.signbit(x).to(torch.int64) << 7).to(CODE_DTYPE)
+
+
+def _element_random(seed: torch.Tensor, numel: int) -> torch.Tensor:
+    """The random bits of each element index under ``seed`` (as the bf16 states' stochastic rounding)."""
+    element = torch.arange(numel, device=seed.device, dtype=torch.int64)
+    mix32 = stochastic_rounding.mix32
+    return mix32(seed ^ mix32(element & 0xFFFFFFFF ^ ((element >> 32) & 0xFFFFFFFF)))
 
 
 def decode(codes: torch.Tensor, scales: torch.Tensor, root: bool) -> torch.Tensor:
@@ -105,11 +143,13 @@ def decode(codes: torch.Tensor, scales: torch.Tensor, root: bool) -> torch.Tenso
     return _decode(codes, scales, root)
 
 
-def encode(values: torch.Tensor, root: bool) -> tuple:
+def encode(values: torch.Tensor, root: bool, seed: Optional[torch.Tensor] = None) -> tuple:
     """(codes of ``values``' shape, absmax per block) of fp32 ``values`` (the
-    roots of them for a state kept as its root). A block of zeros keeps zeros; a
-    nan in a block makes its absmax, and so every value of the block, nan."""
-    return _encode(values, root)
+    roots of them for a state kept as its root): to nearest, or with ``seed``
+    (stochastic_rounding.seeds) stochastically; a root above zero keeps at least
+    the smallest code. A block of zeros keeps zeros; a nan in a block
+    makes its absmax, and so every value of the block, nan."""
+    return _encode(values, root, seed)
 
 
 def decoded_states(states: tuple, scales: torch.Tensor) -> tuple:
@@ -118,11 +158,12 @@ def decoded_states(states: tuple, scales: torch.Tensor) -> tuple:
         tuple(states[len(MOMENTS):])
 
 
-def store(states: tuple, scales: torch.Tensor, values: tuple, skip: torch.Tensor | None) -> None:
-    """Encode the moments' new fp32 ``values`` into their codes and absmax
-    values, unless GradScaler skipped the step."""
+def store(states: tuple, scales: torch.Tensor, values: tuple, skip, seeds: list) -> None:
+    """Encode the moments' new fp32 ``values`` into their codes (rounded
+    stochastically with the state slots' ``seeds``) and absmax values, unless
+    GradScaler skipped the step."""
     for i, (codes, value, (_, root)) in enumerate(zip(states, values, MOMENTS)):
-        new_codes, new_scales = encode(value, root)
+        new_codes, new_scales = encode(value, root, seeds[i])
         if skip is not None:
             new_codes = torch.where(skip, codes, new_codes)
             new_scales = torch.where(skip, scales[i], new_scales)

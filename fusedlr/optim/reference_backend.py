@@ -53,7 +53,7 @@ def _decoded(e: Entry) -> Entry:
     """state_dtype="int8": the entry with its moments' fp32 values (decoded from
     their codes) as the states the update reads and writes."""
     decoded = copy.copy(e)
-    decoded.states = block_states.decoded_states(e.states, e.state[block_states.SCALES])
+    decoded.states = block_states.decoded_states(e.states, e.scales)
     return decoded
 
 
@@ -90,7 +90,7 @@ def run(ds: DeviceState, buckets: list[Bucket], spec: OptimizerSpec, param_group
             spec.reference_update(updated, param_groups[e.group], {k: v[e.group] for k, v in now.items()}, bucket,
                                   factor, skip, _set if coded else _state_store(bucket, e, t, skip))
             if coded:  # the moments' new values into their codes and absmax values
-                block_states.store(e.states, e.state[block_states.SCALES], updated.states, skip)
+                block_states.store(e.states, e.scales, updated.states, skip, stochastic_rounding.seeds(t, e.step))
             if joined:  # master_weights="remainder": the master back into the param and low halves
                 split_master.split(updated.work, e.copy_out, e.work)
             elif e.copy_out is not None:  # master weights: the param becomes the master's rounding

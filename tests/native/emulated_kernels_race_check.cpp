@@ -269,6 +269,7 @@ bool run_coded(int kind, const std::vector<int64_t>& sizes) {
       tensor_scalars(kind, group, values, x.count, row);
       const AdamScalars<float> sc = adam_scalars<float>(row);
       const int64_t blocks = (sizes[t] + kStateBlock - 1) / kStateBlock;
+      const StateRounding seeds = state_rounding(true, t, x.count, 0);
       for (int64_t begin = 0, b = 0; begin < sizes[t]; begin += kStateBlock, ++b) {
         const int64_t count = std::min<int64_t>(kStateBlock, sizes[t] - begin);
         float m[kStateBlock], r[kStateBlock], new_m = 0.0f, new_root = 0.0f;
@@ -280,8 +281,8 @@ bool run_coded(int kind, const std::vector<int64_t>& sizes) {
           new_root = max_or_nan(new_root, r[i]);
         }
         for (int64_t i = 0; i < count; ++i) {
-          x.m[begin + i] = encoded(m[i], new_m);
-          x.root[begin + i] = encoded(r[i], new_root);
+          x.m[begin + i] = encoded(m[i], new_m, element_random(seeds.seeds[0], begin + i));
+          x.root[begin + i] = encoded_root(r[i], new_root, element_random(seeds.seeds[1], begin + i));
         }
         x.scales[b] = new_m;
         x.scales[blocks + b] = new_root;
