@@ -69,10 +69,10 @@ def _assert_neighbours(codes: torch.Tensor, scales: torch.Tensor, exact: torch.T
     relative = np.where(per > 0, 256 * x / np.where(per > 0, per, 1), 0)
     finite = np.sort(np.unique(E4M3[~np.isnan(E4M3)]))
     got = E4M3[codes.cpu().numpy().reshape(-1)]
-    slack = 1e-6 * np.abs(relative)
-    below = finite[np.clip(np.searchsorted(finite, relative + slack, side="right") - 1, 0, None)]
-    above = finite[np.clip(np.searchsorted(finite, relative - slack, side="left"), None, finite.size - 1)]
-    ok = (np.isclose(got, below, rtol=1e-6, atol=0) | np.isclose(got, above, rtol=1e-6, atol=0))
+    slack = 1e-6 * np.abs(relative) + 1e-12  # our fp32 moments may be an ulp from torch's
+    below = finite[np.clip(np.searchsorted(finite, relative - slack, side="right") - 1, 0, None)]
+    above = finite[np.clip(np.searchsorted(finite, relative + slack, side="left"), None, finite.size - 1)]
+    ok = (got >= below) & (got <= above)
     if root:
         ok |= (x > 0) & (got == E4M3[1]) & (relative < E4M3[1])
     assert ok.all(), (relative[~ok][:5], got[~ok][:5])
@@ -119,7 +119,7 @@ def test_stochastic_codes_are_unbiased(backend):
         st = opt.state[p]
         decoded.append(_decoded(st["exp_avg"], st["state_scales"][0]))
     mean = np.mean(decoded, axis=0)
-    assert np.abs(mean[:-1] - exact.numpy()[:-1]).max() < 0.006  # 4 standard errors of 64 draws of a 0.03 step
+    assert np.abs(mean[:-1] - exact.numpy()[:-1]).max() < 0.006  # > 3 standard errors of 64 draws of a 0.03 step
     assert np.abs(np.mean(decoded, axis=1).mean() - exact.numpy().mean()) < 1e-3
 
 
@@ -387,3 +387,36 @@ def test_refusals_name_the_argument():
         fusedlr.AdamW([torch.nn.Parameter(torch.randn(3).bfloat16())], state_dtype="int8")
     with pytest.raises(ValueError, match="state_dtype must be None"):
         fusedlr.AdamW([p], state_dtype=torch.int8)
+
+
+def test_python_and_cpp_round_codes_alike(tmp_path):
+    """block_states.py's stochastic e4m3 coding (the reference backend's) and
+    block_update.h's (the kernels') give the same byte for every value of a grid
+    (every exponent, both signs, the subnormal boundary, 256, zeros) under a set
+    of random words, including the words' extremes."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from fusedlr.optim import block_states
+
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no g++ to build the check")
+    repo = Path(__file__).resolve().parents[1]
+    exe, data = tmp_path / "codes", tmp_path / "codes.bin"
+    build = subprocess.run([compiler, "-std=c++17", "-O2", "-ffp-contract=off", f"-I{repo / 'csrc'}",
+                            str(repo / "tests" / "native" / "block_codes_check.cpp"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-4000:]
+    assert subprocess.run([str(exe), str(data)]).returncode == 0
+    raw = data.read_bytes()
+    count = int(np.frombuffer(raw[:4], dtype=np.uint32)[0])
+    values = torch.from_numpy(np.frombuffer(raw[4:4 + 4 * count], dtype=np.float32).copy())
+    codes = np.frombuffer(raw[4 + 4 * count:], dtype=np.uint8).reshape(-1, count)
+    randoms = [0, 1, 0x7FFFFF, 0x800000, 0xFFFFF, 0x100000, 0x12345678, 0xDEADBEEF, 0xFFFFFFFF]
+    assert codes.shape[0] == len(randoms)
+    for random, expected in zip(randoms, codes):
+        got = block_states._codes_of_stochastic(values, torch.full((count,), random, dtype=torch.int64))
+        differ = np.nonzero(got.numpy() != expected)[0]
+        assert differ.size == 0, (hex(random), values[differ[:5]].tolist(), got.numpy()[differ[:5]], expected[differ[:5]])

@@ -1,11 +1,12 @@
 // state_dtype="int8": Adam's moments as 8-bit codes, block-wise (Python:
 // fusedlr/optim/block_states.py, the same arithmetic in tensor ops). Each block
 // of kStateBlock elements keeps one fp32 absmax per moment (kStateScalesPtr:
-// row 0 exp_avg, row 1 exp_avg_sq) and each element one byte: the fp8 e4m3
-// value nearest to 256 * value / absmax (ties to even). exp_avg_sq is kept as
-// its square root. An element's moment is code_value * absmax / 256. The
-// update rounds codes stochastically, with the random bits of the bf16 states'
-// stochastic rounding (scalar_io.h): state slot 0 for exp_avg, 1 for the root.
+// row 0 exp_avg, row 1 exp_avg_sq) and each element one byte: an fp8 e4m3
+// code of 256 * value / absmax. exp_avg_sq is kept as its square root. An
+// element's moment is code_value * absmax / 256. The update rounds codes
+// stochastically, with the random bits of the bf16 states' stochastic rounding
+// (scalar_io.h): state slot 0 for exp_avg, 1 for the root. (Python encodes a
+// checkpoint's fp32 moments to nearest.)
 //
 // A block is updated in two passes: every element's update (the moments
 // decoded, Adam's maths in fp32, the param stored), keeping the new moments;
@@ -36,23 +37,13 @@ FUSEDLR_HD_ELEMENT float code_value(uint8_t code) {
   return detail::bits_float(magnitude | ((uint32_t)(code & 0x80u) << 24));
 }
 
-// The e4m3 byte nearest to x (|x| <= 256 or nan; ties to even), from its fp32
-// bits: the mantissa rounded to 3 bits (a carry moves into the exponent), below
-// 2**-6 the subnormal count x * 2**9 rounded (8 being the first normal).
-FUSEDLR_HD_ELEMENT uint8_t code_of(float x) {
-  const float a = fabsf(x);
-  const uint32_t bits = detail::float_bits(a);
-  const uint32_t normal = ((bits + 0x7ffffu + ((bits >> 20) & 1u)) >> 20) - (120u << 3);
-  const uint32_t subnormal = (uint32_t)rintf((a < 0.015625f ? a : 0.0f) * 512.0f);  // (a nan converts nothing)
-  uint32_t code = a < 0.015625f ? subnormal : normal;
-  code = x != x ? 0x7fu : code;
-  return (uint8_t)(code | ((detail::float_bits(x) >> 24) & 0x80u));
-}
-
-// The e4m3 byte of x (|x| <= 256 or nan) rounded stochastically: up in
-// magnitude with the probability of x's distance from the code below, with
-// `random` as the 32 random bits (unbiased, so moments that change by less
-// than a code per step still accumulate on average).
+// The e4m3 byte of x (|x| <= 256 or nan) rounded stochastically, from its
+// fp32 bits: up in magnitude with the probability of x's distance from the
+// code below, with `random` as the 32 random bits (unbiased, so moments that
+// change by less than a code per step still accumulate on average). The
+// mantissa is cut to 3 bits after adding 20 random bits (a carry moves into
+// the exponent); below 2**-6 the subnormal count x * 2**9 plus a uniform
+// fraction is cut to an integer (8 being the first normal).
 FUSEDLR_HD_ELEMENT uint8_t code_of_stochastic(float x, uint32_t random) {
   const float a = fabsf(x);
   const uint32_t bits = detail::float_bits(a);
@@ -77,9 +68,7 @@ FUSEDLR_HD_ELEMENT float relative_to(float value, float absmax) {  // 256 value 
   return (absmax == 0.0f ? 0.0f : value / absmax) * 256.0f;
 }
 
-// The code of `value` in a block whose absmax is `absmax`, to nearest (a
-// checkpoint's fp32 moments) or stochastically (the update's).
-FUSEDLR_HD_ELEMENT uint8_t encoded(float value, float absmax) { return code_of(relative_to(value, absmax)); }
+// The code of `value` in a block whose absmax is `absmax`, rounded stochastically.
 FUSEDLR_HD_ELEMENT uint8_t encoded(float value, float absmax, uint32_t random) {
   return code_of_stochastic(relative_to(value, absmax), random);
 }
