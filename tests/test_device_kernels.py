@@ -47,10 +47,10 @@ def test_emulated_kernels_are_race_free_and_equal_to_the_serial_maths(tmp_path):
 
 
 # ---- CPU half conversions -------------------------------------------------------------------
-@pytest.mark.parametrize("simd", [True, False], ids=["f16c-avx2-where-available", "software"])
+@pytest.mark.parametrize("simd", [True, False], ids=["f16c-where-available", "software"])
 def test_cpu_half_conversions_round_as_torch(simd, tmp_path):
-    """The CPU's whole-array fp16/bf16 conversions (F16C instructions and AVX2
-    bf16 narrowing where the CPU has them, else the software ones) against torch's, bit for bit: every
+    """The CPU's whole-array fp16/bf16 conversions (F16C instructions where
+    the CPU has them, else the software ones) against torch's, bit for bit: every
     fp16 widened, a spread of fp32 patterns narrowed (nan: a nan)."""
     compiler = shutil.which("g++")
     if compiler is None:
