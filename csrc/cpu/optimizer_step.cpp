@@ -123,17 +123,18 @@ __attribute__((always_inline)) inline void update_range_16_bit_in_fp32_tiles(con
   alignas(64) float tiles[5][kTile];
   const ElementArrays<float*, float, float> tile_arrays{tiles[0], tiles[1], tiles[2], tiles[3], tiles[4]};
   auto in_tiles = [&](const auto& body) FUSEDLR_INLINED {
-    for (int64_t begin = c.begin; begin < c.end; begin += kTile) {
-      const int64_t n = c.end - begin < kTile ? c.end - begin : kTile;
+    // a tile of `count` elements from `begin`: a constant for whole tiles, so
+    // every loop of theirs has a constant length
+    auto tile = [&](int64_t begin, auto count) FUSEDLR_INLINED {
       for (int k = 0; k < 5; ++k)
-        if (row[kArrays[k]]) widen(address_as<const H>(row[kArrays[k]]) + begin, tiles[k], n);
-      if (n == kTile)
-        for (int64_t i = 0; i < kTile; ++i) body(tile_arrays, i);
-      else
-        for (int64_t i = 0; i < n; ++i) body(tile_arrays, i);
+        if (row[kArrays[k]]) widen(address_as<const H>(row[kArrays[k]]) + begin, tiles[k], count);
+      for (int64_t i = 0; i < count; ++i) body(tile_arrays, i);
       for (int k = 0; k < 5; ++k)
-        if (k != 1 && row[kArrays[k]]) narrow(tiles[k], address_as<H>(row[kArrays[k]]) + begin, n);
-    }
+        if (k != 1 && row[kArrays[k]]) narrow(tiles[k], address_as<H>(row[kArrays[k]]) + begin, count);
+    };
+    int64_t begin = c.begin;
+    for (; begin + kTile <= c.end; begin += kTile) tile(begin, std::integral_constant<int64_t, kTile>());
+    if (begin < c.end) tile(begin, c.end - begin);
   };
   update_elements<float>(a, scalars, factor, NearestRounding{0}, in_tiles);
 }
