@@ -90,3 +90,19 @@ def test_a_bad_clip_is_refused_by_name(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--quick", "--device", "cpu", "--clip", "-1"])
     assert "MAX_NORM must be > 0" in capsys.readouterr().err
+
+
+def test_a_torch_fused_baseline_that_skips_work_is_flagged():
+    """The race's check of its baseline: a fused step that leaves the params
+    alone is flagged, torch's correct fused steps are not (CPU fp32 SGD, bf16 AdamW)."""
+    from fusedlr.bench.contenders import torch_fused_disagrees
+
+    class SkippingSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            return None if self.defaults["fused"] else super().step(closure)
+
+    cpu = torch.device("cpu")
+    message = torch_fused_disagrees(SkippingSGD, torch.float32, cpu)
+    assert message is not None and "SkippingSGD(fused=True)" in message
+    assert torch_fused_disagrees(torch.optim.SGD, torch.float32, cpu) is None
+    assert torch_fused_disagrees(torch.optim.AdamW, torch.bfloat16, cpu) is None

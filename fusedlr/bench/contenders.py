@@ -184,6 +184,36 @@ def _torch_fused_capturable_graphed(params, optimizer, max_grad_norm=None):
     return opt, _capture(step)
 
 
+def torch_fused_disagrees(torch_class, dtype: torch.dtype, device: torch.device) -> str | None:
+    """None when ``torch_class(..., fused=True)`` steps a few params of ``dtype``
+    on ``device`` as its for-loop path does (up to the rounding of its fp32
+    intermediates), else what differs: a baseline that skips work is not one to
+    race. (torch 2.12-2.13's CPU fused SGD leaves every whole SIMD block of
+    fp16/bf16 params unchanged and writes garbage momentum: pytorch/pytorch#191763.)"""
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(67, generator=gen).to(dtype)  # whole SIMD blocks of every width, and a tail
+    grads = [torch.randn(67, generator=gen).to(dtype) for _ in range(3)]
+    hyper = dict(lr=0.1, momentum=0.9) if issubclass(torch_class, torch.optim.SGD) else dict(lr=0.1)
+    ends = []
+    for flags in (dict(fused=True), dict(foreach=False)):
+        param = torch.nn.Parameter(start.clone().to(device))
+        try:
+            opt = torch_class([param], **hyper, **flags)
+            for grad in grads:
+                param.grad = grad.to(device)
+                opt.step()
+        except (RuntimeError, ValueError, TypeError):
+            return None  # no fused path here: the race reports the error itself
+        ends.append(param.detach().float().cpu())
+    fused, loop = ends
+    change, gap = (loop - start.float()).abs().max().item(), (fused - loop).abs().max().item()
+    if gap != gap or gap > 0.25 * change:  # (nan, or a gap of the order of the update itself)
+        return (f"torch.optim.{torch_class.__name__}(fused=True) on {device.type} {str(dtype).split('.')[-1]} "
+                f"disagrees with its for-loop step in this torch (largest difference {gap:.3g} after 3 steps "
+                f"whose largest update is {change:.3g}): its times are not those of a full step")
+    return None
+
+
 def contenders(device: torch.device) -> list[Contender]:
     """Everything that runs on ``device``; the torch fused path is the baseline."""
     found = [

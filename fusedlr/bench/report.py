@@ -30,6 +30,8 @@ def table(results: dict) -> str:
                 f"{100 * r['fraction_of_copy_bandwidth']:6.1f} {_fmt(r.get('speedup_vs_baseline'), '7.2f')} "
                 f"{_fmt(r.get('host_speedup_vs_baseline'), '6.2f')} {r['state_bytes'] / 1e6:8.1f} "
                 f"{r['state_bytes_per_param']:7.2f}")
+        if run.get("baseline_warning"):
+            lines.append(f"  ! {run['baseline_warning']}")
     lines += ["", "GB/s: bytes-per-element model (AdamW 7, SGD-momentum 5 accesses per element) / device time; "
                   "copy: dst.copy_(src) of the workload's size, read + write, in the same rounds",
               "x fused / host x: torch fused step time (device / host) divided by the contender's; "

@@ -106,7 +106,8 @@ def _race(workload: str, shapes, optimizer: str, dtype: str, device, steps: int,
         torch.cuda.empty_cache()
     return dict(workload=workload, optimizer=optimizer, dtype=dtype, max_grad_norm=max_grad_norm,
                 tensors=len(shapes), numel=elements,
-                bytes_per_step=bytes_per_step, copy_bandwidth_bytes_per_s=copy_bps, results=rows)
+                bytes_per_step=bytes_per_step, copy_bandwidth_bytes_per_s=copy_bps, results=rows,
+                baseline_warning=C.torch_fused_disagrees(C.CLASSES[optimizer][0], DTYPES[dtype], device))
 
 
 def run_benchmark(device: torch.device, workloads: dict, optimizers, dtypes, steps: int, warmup: int,
