@@ -598,3 +598,48 @@ def test_compiled_steps_switching_between_param_sets_match_eager(backend):
         e_opt.step()
         step()
     _assert_close(eager, compiled)
+
+
+# ---- the kept plan's checks in bulk agree with the per-entry ones ----------------------
+def _first_param(opt):
+    return opt.param_groups[0]["params"][0]
+
+
+BULK_EDITS = {
+    "nothing": lambda opt, st: None,
+    "grad resized": lambda opt, st: setattr(_first_param(opt).grad, "data", torch.ones(3)),
+    "grad made half": lambda opt, st: setattr(_first_param(opt).grad, "data", torch.ones(4, 6).half()),
+    "grad not contiguous": lambda opt, st: setattr(_first_param(opt), "grad", torch.randn(6, 4).t()),
+    "grad removed": lambda opt, st: setattr(_first_param(opt), "grad", None),
+    "param storage replaced": lambda opt, st: setattr(_first_param(opt), "data", torch.randn(4, 6)),
+    "param transposed": lambda opt, st: setattr(_first_param(opt), "data", torch.randn(6, 4).t()),
+    "state dict replaced": lambda opt, st: st.__setitem__(_first_param(opt), dict(st[_first_param(opt)])),
+    "state tensor replaced": lambda opt, st: st[_first_param(opt)].__setitem__(
+        "exp_avg", st[_first_param(opt)]["exp_avg"].clone()),
+    "state storage replaced": lambda opt, st: setattr(st[_first_param(opt)]["exp_avg"], "data",
+                                                      st[_first_param(opt)]["exp_avg"].clone()),
+    "step written from the host": lambda opt, st: st[_first_param(opt)]["step"].add_(1),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(BULK_EDITS))
+def test_the_bulk_checks_of_a_kept_plan_miss_nothing_the_entry_checks_see(edit):
+    """Bucket.reuse checks its plain entries together and trusts that check
+    when it passes: it must fail wherever one Entry.reuse fails (a pass there
+    would hand the kernels a stale pointer or size), and pass when nothing changed."""
+    params = [torch.nn.Parameter(torch.randn(4, 6)) for _ in range(3)]
+    opt = fusedlr.AdamW(params, lr=1e-2, backend="cpu" if "cpu" in fusedlr.available_backends() else "reference")
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    for p in params:
+        p.grad = torch.randn_like(p)
+    [bucket] = [b for buckets in opt._plan.work.values() for b in buckets]
+    bucket.reuse(opt.state)  # (builds the bulk view)
+    BULK_EDITS[edit](opt, opt.state)
+    bulk = bucket._kept.still_describe(opt.state)
+    one_by_one = all(e.reuse(opt.state) for e in bucket.entries)
+    assert bulk == (edit == "nothing")
+    # a non-contiguous grad is no mismatch, only unusual: the entries take a contiguous copy
+    assert one_by_one == (edit in ("nothing", "grad not contiguous"))

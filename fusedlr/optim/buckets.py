@@ -3,6 +3,8 @@ into (device, dtype, mode flags) buckets, each entry with its state tensors."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import is_
 
 import torch
 
@@ -16,6 +18,12 @@ SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # unbound accessors: a few hundred ns less per tensor than attribute lookups on a Parameter
 _data_ptr = torch.Tensor.data_ptr
 _grad_of = torch._C.TensorBase.grad.__get__
+_shape_of = torch._C.TensorBase.shape.__get__
+_dtype_of = torch._C.TensorBase.dtype.__get__
+_layout_of = torch._C.TensorBase.layout.__get__
+_version_of = torch._C.TensorBase._version.__get__
+_get_device = torch.Tensor.get_device
+_is_contiguous = torch.Tensor.is_contiguous
 _strided = torch.strided
 
 
@@ -125,6 +133,21 @@ class Bucket:
             self.grad_dtype = self.dtype
         if self.state_dtype is None:
             self.state_dtype = self.dtype
+        self._kept = None
+
+    def reuse(self, state: dict) -> bool:
+        """``Entry.reuse`` of every entry, the plain ones (a contiguous plain
+        tensor param updated in place) checked together: each check one pass
+        of builtins over all of them (about 1 us a tensor instead of 2-4), the
+        others one by one. Any mismatch or unusual grad (not contiguous, an
+        inference-mode step count) sends the plain ones through Entry.reuse as
+        well, which decides."""
+        if self._kept is None:
+            self._kept = _PlainEntries(self.entries)
+        kept = self._kept
+        if not (kept.still_describe(state) or all(e.reuse(state) for e in kept.entries)):
+            return False
+        return all(e.reuse(state) for e in kept.others)
 
     def write_back(self) -> None:
         """Copy updated contiguous stand-ins back into non-contiguous params."""
@@ -134,6 +157,58 @@ class Bucket:
                 e.target.copy_(written)
             if e.copy_out is not None:
                 note_master_in_step(e.work, e.target)
+
+
+class _PlainEntries:
+    """A bucket's plain entries and what Entry.reuse compares them against, as
+    parallel lists for checks in bulk."""
+
+    def __init__(self, entries: list):
+        plain = [e for e in entries
+                 if e.sharding is None and e.copy_out is None and e.work is e.target and e.target is e.param]
+        ids = {id(e) for e in plain}
+        self.entries, self.others = plain, [e for e in entries if id(e) not in ids]
+        self.params = [e.param for e in plain]
+        self.ptrs = [e.ptr for e in plain]
+        self.shapes = [e.shape for e in plain]
+        self.dtypes = [e.dtype for e in plain]
+        self.devices = [e.device_index for e in plain]
+        self.grad_types = [e.grad_type for e in plain]
+        self.states = [e.state for e in plain]
+        self.steps = [e.step for e in plain]
+        watched = [(e.state, key, tensor, ptr) for e in plain for key, tensor, ptr in e.watched]
+        self.watched_dicts, self.watched_keys, self.watched, self.watched_ptrs = \
+            (list(column) for column in zip(*watched)) if watched else ([], [], [], [])
+
+    def still_describe(self, state: dict) -> bool:
+        """Entry.reuse's checks on every plain entry at once; True: each has
+        taken its param's new grad."""
+        params = self.params
+        if not params:
+            return True
+        grads = list(map(_grad_of, params))
+        if list(map(type, grads)) != self.grad_types:  # (also: a grad gone, None)
+            return False
+        try:
+            versions_kept = list(map(_version_of, self.steps)) == [e.step_version for e in self.entries]
+        except RuntimeError:  # an inference-mode step count keeps no version: one by one
+            return False
+        if not (versions_kept
+                and list(map(_data_ptr, params)) == self.ptrs
+                and list(map(_shape_of, params)) == self.shapes
+                and all(map(_is_contiguous, params))
+                and all(map(is_, map(state.get, params), self.states))
+                and list(map(_dtype_of, grads)) == self.dtypes
+                and list(map(_shape_of, grads)) == self.shapes
+                and all(map(is_, map(_layout_of, grads), repeat(_strided)))
+                and list(map(_get_device, grads)) == self.devices
+                and all(map(_is_contiguous, grads))
+                and all(map(is_, map(dict.get, self.watched_dicts, self.watched_keys), self.watched))
+                and list(map(_data_ptr, self.watched)) == self.watched_ptrs):
+            return False
+        for e, grad, ptr in zip(self.entries, grads, map(_data_ptr, grads)):
+            e.grad, e.grad_ptr = grad, ptr
+        return True
 
 
 def note_master_in_step(master: torch.Tensor, param: torch.Tensor) -> None:

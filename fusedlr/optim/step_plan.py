@@ -3,6 +3,9 @@ rebuilding them (and the native pointer tables they carry) every step would
 cost more host time than the update itself."""
 from __future__ import annotations
 
+from itertools import repeat
+from operator import is_
+
 from .buckets import _grad_of, collect
 
 
@@ -20,31 +23,29 @@ class StepPlan:
     def invalidate(self) -> None:
         self.work: dict = {}
         self._state = None  # the optimizer's state mapping the plan was built for
-        self._watch: list = []  # per param, in group order: (param, its group, its Entry or None without a grad)
+        self._groups: list = []  # each group's params when it was built
+        self._without_grad: list = []  # the params that had no grad then
 
     def work_for(self, optimizer) -> dict:
         """{device: [Bucket]} for this step (see ``buckets.collect``)."""
         if not self._reuse(optimizer):
             self.work = collect(optimizer)
-            entries = {id(e.param): e for buckets in self.work.values() for b in buckets for e in b.entries}
+            with_grad = {id(e.param) for buckets in self.work.values() for b in buckets for e in b.entries}
             self._state = optimizer.state
-            self._watch = [(p, g, entries.get(id(p))) for g, group in enumerate(optimizer.param_groups)
-                           for p in group["params"]]
+            self._groups = [list(group["params"]) for group in optimizer.param_groups]
+            self._without_grad = [p for params in self._groups for p in params if id(p) not in with_grad]
         return self.work
 
     def _reuse(self, optimizer) -> bool:
-        state = optimizer.state
-        if state is not self._state:
+        """The same params in the same groups, those without a grad still
+        without one, and every bucket's entries still describing their params
+        (Bucket.reuse). Checks over all params at once, in builtins."""
+        if optimizer.state is not self._state or len(optimizer.param_groups) != len(self._groups):
             return False
-        watch = iter(self._watch)
-        for g, group in enumerate(optimizer.param_groups):
-            for p in group["params"]:
-                kept, kept_group, entry = next(watch, (None, None, None))
-                if kept is not p or kept_group != g:
-                    return False
-                if entry is None:
-                    if _grad_of(p) is not None:
-                        return False
-                elif not entry.reuse(state):
-                    return False
-        return next(watch, None) is None
+        for group, kept in zip(optimizer.param_groups, self._groups):
+            params = group["params"]
+            if len(params) != len(kept) or not all(map(is_, params, kept)):
+                return False
+        if not all(map(is_, map(_grad_of, self._without_grad), repeat(None))):
+            return False
+        return all(b.reuse(self._state) for buckets in self.work.values() for b in buckets)
