@@ -150,8 +150,9 @@ class Bucket:
         return all(e.reuse(state) for e in kept.others)
 
     def write_back(self) -> None:
-        """Copy updated contiguous stand-ins back into non-contiguous params."""
-        for e in self.entries:
+        """Copy updated contiguous stand-ins back into non-contiguous params
+        (plain entries have none: only the others are visited once known)."""
+        for e in self.entries if self._kept is None else self._kept.others:
             written = e.work if e.copy_out is None else e.copy_out
             if written is not e.target:
                 e.target.copy_(written)
