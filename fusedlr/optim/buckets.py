@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import is_
+from operator import eq, is_
 
 import torch
 
@@ -183,7 +183,9 @@ class _PlainEntries:
 
     def still_describe(self, state: dict) -> bool:
         """Entry.reuse's checks on every plain entry at once; True: each has
-        taken its param's new grad."""
+        taken its param's new grad. (Shapes compared one at a time: a list of
+        torch.Size, tuples the garbage collector tracks, made it run full
+        collections, a third of the step with 10000 tensors.)"""
         params = self.params
         if not params:
             return True
@@ -196,11 +198,11 @@ class _PlainEntries:
             return False
         if not (versions_kept
                 and list(map(_data_ptr, params)) == self.ptrs
-                and list(map(_shape_of, params)) == self.shapes
+                and all(map(eq, map(_shape_of, params), self.shapes))
                 and all(map(_is_contiguous, params))
                 and all(map(is_, map(state.get, params), self.states))
                 and list(map(_dtype_of, grads)) == self.dtypes
-                and list(map(_shape_of, grads)) == self.shapes
+                and all(map(eq, map(_shape_of, grads), self.shapes))
                 and all(map(is_, map(_layout_of, grads), repeat(_strided)))
                 and list(map(_get_device, grads)) == self.devices
                 and all(map(_is_contiguous, grads))
