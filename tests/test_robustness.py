@@ -624,9 +624,10 @@ BULK_EDITS = {
 
 @pytest.mark.parametrize("edit", sorted(BULK_EDITS))
 def test_the_bulk_checks_of_a_kept_plan_miss_nothing_the_entry_checks_see(edit):
-    """Bucket.reuse checks its plain entries together and trusts that check
-    when it passes: it must fail wherever one Entry.reuse fails (a pass there
-    would hand the kernels a stale pointer or size), and pass when nothing changed."""
+    """A kept plan checks its plain entries together (and the state mapping as
+    a whole) and trusts that check when it passes: it must fail wherever one
+    Entry.reuse fails (a pass there would hand the kernels a stale pointer or
+    size), and pass when nothing changed."""
     params = [torch.nn.Parameter(torch.randn(4, 6)) for _ in range(3)]
     opt = fusedlr.AdamW(params, lr=1e-2, backend="cpu" if "cpu" in fusedlr.available_backends() else "reference")
     for _ in range(2):
@@ -638,7 +639,7 @@ def test_the_bulk_checks_of_a_kept_plan_miss_nothing_the_entry_checks_see(edit):
     [bucket] = [b for buckets in opt._plan.work.values() for b in buckets]
     bucket.reuse(opt.state)  # (builds the bulk view)
     BULK_EDITS[edit](opt, opt.state)
-    bulk = bucket._kept.still_describe(opt.state)
+    bulk = opt._plan.same_params_and_state(opt) and bucket._kept.still_describe()
     one_by_one = all(e.reuse(opt.state) for e in bucket.entries)
     assert bulk == (edit == "nothing")
     # a non-contiguous grad is no mismatch, only unusual: the entries take a contiguous copy

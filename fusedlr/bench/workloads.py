@@ -33,6 +33,8 @@ PRESETS = {
     "llama7b-layer": _llama7b_layer,
     "tiny-1000": lambda: _tiny(1000),
     "tiny-10000": lambda: _tiny(10_000),
+    # host time alone: a step's cost per tensor, the update itself next to nothing
+    "host-10000": lambda: [(4,)] * 10_000,
 }
 #: smaller stand-ins for --quick (smoke tests): same character, a fraction of the bytes
 QUICK_PRESETS = {
@@ -41,6 +43,7 @@ QUICK_PRESETS = {
     "llama7b-layer": lambda: [tuple(max(1, x // 16) for x in s) for s in _llama7b_layer()],
     "tiny-1000": lambda: _tiny(1000),
     "tiny-10000": lambda: _tiny(2000),
+    "host-10000": lambda: [(4,)] * 2000,
 }
 
 

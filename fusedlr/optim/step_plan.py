@@ -23,6 +23,7 @@ class StepPlan:
     def invalidate(self) -> None:
         self.work: dict = {}
         self._state = None  # the optimizer's state mapping the plan was built for
+        self._state_items: tuple = ([], [])  # its params and their state dicts then, in order
         self._groups: list = []  # each group's params when it was built
         self._without_grad: list = []  # the params that had no grad then
 
@@ -32,20 +33,30 @@ class StepPlan:
             self.work = collect(optimizer)
             with_grad = {id(e.param) for buckets in self.work.values() for b in buckets for e in b.entries}
             self._state = optimizer.state
+            self._state_items = (list(self._state), list(self._state.values()))
             self._groups = [list(group["params"]) for group in optimizer.param_groups]
             self._without_grad = [p for params in self._groups for p in params if id(p) not in with_grad]
         return self.work
 
     def _reuse(self, optimizer) -> bool:
-        """The same params in the same groups, those without a grad still
-        without one, and every bucket's entries still describing their params
-        (Bucket.reuse). Checks over all params at once, in builtins."""
-        if optimizer.state is not self._state or len(optimizer.param_groups) != len(self._groups):
+        """The plan still fits (``same_params_and_state``) and every bucket's
+        entries still describe their params (Bucket.reuse)."""
+        return self.same_params_and_state(optimizer) and \
+            all(b.reuse(self._state) for buckets in self.work.values() for b in buckets)
+
+    def same_params_and_state(self, optimizer) -> bool:
+        """The same params in the same groups, the same state dicts under the
+        same params (compared in order, which needs no tensor hashing), and
+        those without a grad still without one. Checks over all params at
+        once, in builtins."""
+        state = optimizer.state
+        if state is not self._state or len(optimizer.param_groups) != len(self._groups):
+            return False
+        keys, values = self._state_items
+        if len(state) != len(keys) or not (all(map(is_, state, keys)) and all(map(is_, state.values(), values))):
             return False
         for group, kept in zip(optimizer.param_groups, self._groups):
             params = group["params"]
             if len(params) != len(kept) or not all(map(is_, params, kept)):
                 return False
-        if not all(map(is_, map(_grad_of, self._without_grad), repeat(None))):
-            return False
-        return all(b.reuse(self._state) for buckets in self.work.values() for b in buckets)
+        return all(map(is_, map(_grad_of, self._without_grad), repeat(None)))
