@@ -94,15 +94,17 @@ def test_a_bad_clip_is_refused_by_name(capsys):
 
 def test_a_torch_fused_baseline_that_skips_work_is_flagged():
     """The race's check of its baseline: a fused step that leaves the params
-    alone is flagged, torch's correct fused steps are not (CPU fp32 SGD, bf16 AdamW)."""
+    alone is flagged, torch's correct fused steps are not (CPU fp32 SGD, AdamW
+    in every dtype)."""
     from fusedlr.bench.contenders import torch_fused_disagrees
 
     class SkippingSGD(torch.optim.SGD):
         def step(self, closure=None):
             return None if self.defaults["fused"] else super().step(closure)
 
-    cpu = torch.device("cpu")
-    message = torch_fused_disagrees(SkippingSGD, torch.float32, cpu)
+    cpu, sgd, adamw = torch.device("cpu"), dict(lr=1e-2, momentum=0.9), dict(lr=1e-3, weight_decay=1e-2)
+    message = torch_fused_disagrees(SkippingSGD, torch.float32, cpu, sgd)
     assert message is not None and "SkippingSGD(fused=True)" in message
-    assert torch_fused_disagrees(torch.optim.SGD, torch.float32, cpu) is None
-    assert torch_fused_disagrees(torch.optim.AdamW, torch.bfloat16, cpu) is None
+    assert torch_fused_disagrees(torch.optim.SGD, torch.float32, cpu, sgd) is None
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        assert torch_fused_disagrees(torch.optim.AdamW, dtype, cpu, adamw) is None, dtype

@@ -201,8 +201,10 @@ __attribute__((always_inline)) inline void update_range_coded(const StepArgs& a,
 // where its ISA allows, so the F16C conversions of the tiles are not a call
 // each (measured: fp16 AdamW 0.73 -> 0.60 ns per element in L2). FMA
 // contraction is off in CMake, so every variant rounds like the scalar maths.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define FUSEDLR_CPU_VARIANTS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)  // (arch= clones need GCC 12)
+#define FUSEDLR_CPU_VARIANTS __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #else
 #define FUSEDLR_CPU_VARIANTS
 #endif

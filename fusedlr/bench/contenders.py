@@ -184,16 +184,20 @@ def _torch_fused_capturable_graphed(params, optimizer, max_grad_norm=None):
     return opt, _capture(step)
 
 
-def torch_fused_disagrees(torch_class, dtype: torch.dtype, device: torch.device) -> str | None:
+def torch_fused_disagrees(torch_class, dtype: torch.dtype, device: torch.device, hyper: dict) -> str | None:
     """None when ``torch_class(..., fused=True)`` steps a few params of ``dtype``
     on ``device`` as its for-loop path does (up to the rounding of its fp32
     intermediates), else what differs: a baseline that skips work is not one to
-    race. (torch 2.12-2.13's CPU fused SGD leaves every whole SIMD block of
-    fp16/bf16 params unchanged and writes garbage momentum: pytorch/pytorch#191763.)"""
+    race. ``hyper``: the race's hyperparameters (the lr raised so that an
+    update shows in fp16/bf16). Grads of magnitude 0.5 and up: smaller ones
+    underflow Adam's fp16 second moment in the for-loop path, which then
+    divides by eps alone (no oracle there). (torch 2.12-2.13's
+    CPU fused SGD leaves every whole SIMD block of fp16/bf16 params unchanged
+    and writes garbage momentum: pytorch/pytorch#191763.)"""
     gen = torch.Generator().manual_seed(0)
     start = torch.randn(67, generator=gen).to(dtype)  # whole SIMD blocks of every width, and a tail
-    grads = [torch.randn(67, generator=gen).to(dtype) for _ in range(3)]
-    hyper = dict(lr=0.1, momentum=0.9) if issubclass(torch_class, torch.optim.SGD) else dict(lr=0.1)
+    grads = [(lambda r: (r.sign() * (0.5 + r.abs())).to(dtype))(torch.randn(67, generator=gen)) for _ in range(3)]
+    hyper = dict(hyper, lr=0.1)
     ends = []
     for flags in (dict(fused=True), dict(foreach=False)):
         param = torch.nn.Parameter(start.clone().to(device))

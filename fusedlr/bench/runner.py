@@ -107,7 +107,8 @@ def _race(workload: str, shapes, optimizer: str, dtype: str, device, steps: int,
     return dict(workload=workload, optimizer=optimizer, dtype=dtype, max_grad_norm=max_grad_norm,
                 tensors=len(shapes), numel=elements,
                 bytes_per_step=bytes_per_step, copy_bandwidth_bytes_per_s=copy_bps, results=rows,
-                baseline_warning=C.torch_fused_disagrees(C.CLASSES[optimizer][0], DTYPES[dtype], device))
+                baseline_warning=C.torch_fused_disagrees(C.CLASSES[optimizer][0], DTYPES[dtype], device,
+                                                         C.HYPER[optimizer]))
 
 
 def run_benchmark(device: torch.device, workloads: dict, optimizers, dtypes, steps: int, warmup: int,
