@@ -23,18 +23,18 @@ namespace cpu {
 
 #if FUSEDLR_HAVE_SIMD_CONVERSIONS
 __attribute__((target("avx,f16c"))) inline void widen_f16c(const half_bits* in, float* out, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
+  const int64_t whole = n - n % 8;  // (a tail loop from `whole`: empty for a constant multiple of 8)
+  for (int64_t i = 0; i < whole; i += 8)
     _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
-  for (; i < n; ++i) out[i] = _cvtsh_ss(in[i].x);
+  for (int64_t i = whole; i < n; ++i) out[i] = _cvtsh_ss(in[i].x);
 }
 
 __attribute__((target("avx,f16c"))) inline void narrow_f16c(const float* in, half_bits* out, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
+  const int64_t whole = n - n % 8;
+  for (int64_t i = 0; i < whole; i += 8)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
                      _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  for (; i < n; ++i) out[i].x = _cvtss_sh(in[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  for (int64_t i = whole; i < n; ++i) out[i].x = _cvtss_sh(in[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
 inline bool cpu_has_f16c() {
