@@ -50,7 +50,9 @@ __attribute__((always_inline)) inline void update_elements(const StepArgs& a, co
       SgdScalars<M> fixed = s;
       fixed.has_momentum = momentum;
       fixed.first_update = first_update;
-      run_elements([&](const auto& x, int64_t i) FUSEDLR_INLINED { sgd_element<nesterov()>(fixed, f, x.param, x.grad, x.s0, i, r); });
+      run_elements([&](const auto& x, int64_t i) FUSEDLR_INLINED {
+        sgd_element<nesterov()>(fixed, f, x.param, x.grad, x.s0, i, r);
+      });
     };
     auto with_momentum = [&](auto nesterov) FUSEDLR_INLINED {
       if (!s.has_momentum) loop(nesterov, std::false_type(), std::false_type());
@@ -63,10 +65,15 @@ __attribute__((always_inline)) inline void update_elements(const StepArgs& a, co
       with_momentum(std::false_type());
   } else {
     const AdamScalars<M> s = adam_scalars<M>(scalars);
+    auto adam = [&](auto amsgrad) FUSEDLR_INLINED {
+      run_elements([&](const auto& x, int64_t i) FUSEDLR_INLINED {
+        adam_element<amsgrad()>(s, f, x.param, x.grad, x.s0, x.s1, x.s2, i, r);
+      });
+    };
     if (a.amsgrad)
-      run_elements([&](const auto& x, int64_t i) FUSEDLR_INLINED { adam_element<true>(s, f, x.param, x.grad, x.s0, x.s1, x.s2, i, r); });
+      adam(std::true_type());
     else
-      run_elements([&](const auto& x, int64_t i) FUSEDLR_INLINED { adam_element<false>(s, f, x.param, x.grad, x.s0, x.s1, x.s2, i, r); });
+      adam(std::false_type());
   }
 }
 

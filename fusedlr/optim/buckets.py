@@ -137,12 +137,12 @@ class Bucket:
 
     def reuse(self, state: dict) -> bool:
         """``Entry.reuse`` of every entry, the plain ones (a contiguous plain
-        tensor param updated in place) checked together: each check one pass
-        of builtins over all of them (about 1 us a tensor instead of 2-4), the
-        others one by one. The caller has checked that ``state`` holds the
-        same state dicts under the same params as when the bucket was built. Any mismatch or unusual grad (not contiguous, an
-        inference-mode step count) sends the plain ones through Entry.reuse as
-        well, which decides."""
+        tensor param updated in place) checked together, each check one pass
+        of builtins over all of them, the others one by one. The caller has
+        checked that ``state`` holds the same state dicts under the same
+        params as when the bucket was built. Any mismatch or unusual grad (not
+        contiguous, an inference-mode step count) sends the plain ones through
+        Entry.reuse as well, which decides."""
         if self._kept is None:
             self._kept = _PlainEntries(self.entries)
         kept = self._kept
@@ -167,7 +167,7 @@ class _PlainEntries:
 
     def __init__(self, entries: list):
         plain = [e for e in entries
-                 if e.sharding is None and e.copy_out is None and e.work is e.target and e.target is e.param]
+                 if e.sharding is None and e.copy_out is None and e.work is e.param]
         ids = {id(e) for e in plain}
         self.entries, self.others = plain, [e for e in entries if id(e) not in ids]
         self.params = [e.param for e in plain]
@@ -184,9 +184,9 @@ class _PlainEntries:
     def still_describe(self) -> bool:
         """Entry.reuse's checks on every plain entry at once, but for the state
         dict of each param (StepPlan checks the whole state mapping); True:
-        each has taken its param's new grad. (Shapes compared one at a time: a list of
-        torch.Size, tuples the garbage collector tracks, made it run full
-        collections, a third of the step with 10000 tensors.)"""
+        each has taken its param's new grad. (Shapes compared one at a time:
+        a list of torch.Size, tuples the garbage collector tracks, made it run
+        full collections, a third of the step with 10000 tensors.)"""
         params = self.params
         if not params:
             return True
