@@ -5,6 +5,8 @@ found nvcc; importing it needs no GPU, and a machine without one simply
 reports the CUDA backend as unavailable. ``_C_emulated`` (always built) is the
 CUDA kernels compiled for the CPU: the "emulated" backend, which runs them on
 CPU tensors (slowly) so tests exercise the GPU code without a GPU.
+``_C_host`` (built when torch's headers were importable) runs a kept step
+plan's per-step checks against libtorch; the Python path does without it.
 """
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ def _try_import(name: str):
 cpu_module, _cpu_import_error = _try_import("_C")
 cuda_module, _cuda_import_error = _try_import("_C_cuda")
 emulated_module, _emulated_import_error = _try_import("_C_emulated")
+# the libtorch host path (optional): imported only by the torch it was built against
+host_module = None
+if cpu_module is not None and cpu_module.TORCH_VERSION_AT_BUILD == torch.__version__:
+    host_module, _ = _try_import("_C_host")
 
 
 def cuda_unavailable_reason() -> str:
@@ -90,7 +96,7 @@ def build_info() -> dict:
         if cpu_module is not None
         else None,
         "torch_version": torch.__version__,
-        "links_libtorch": False,
+        "links_libtorch": host_module is not None,
         "cpu_kernels": cpu_module is not None,
         "cuda_kernels": cuda_module is not None,
         "emulated_cuda_kernels": emulated_module is not None,

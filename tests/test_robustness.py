@@ -15,6 +15,7 @@ import torch
 from torch.optim import lr_scheduler as tls
 
 import fusedlr
+from fusedlr import _native
 from fusedlr import schedules as S
 from optim_oracle import clone_params, device_for, grads_for_step, make_params, set_grads
 
@@ -619,17 +620,35 @@ BULK_EDITS = {
     "state storage replaced": lambda opt, st: setattr(st[_first_param(opt)]["exp_avg"], "data",
                                                       st[_first_param(opt)]["exp_avg"].clone()),
     "step written from the host": lambda opt, st: st[_first_param(opt)]["step"].add_(1),
+    # no mismatch: the entries take the new grads
+    "grad replaced": lambda opt, st: setattr(_first_param(opt), "grad", torch.randn(4, 6)),
+    # the plan's params, not an entry, changed
+    "param without a grad gets one": lambda opt, st: setattr(opt.param_groups[0]["params"][-1], "grad",
+                                                             torch.randn(4, 6)),
+    "param appended to the group": lambda opt, st: opt.param_groups[0]["params"].append(
+        torch.nn.Parameter(torch.randn(2))),
+    "state mapping reset": lambda opt, st: setattr(opt, "state", collections.defaultdict(dict)),
 }
+ENTRY_EDITS_THAT_PASS = ("nothing", "grad replaced", "param without a grad gets one", "param appended to the group")
 
 
+HOST_PATHS = ["python"] + (["libtorch"] if _native.host_module is not None else [])
+
+
+@pytest.mark.parametrize("host_path", HOST_PATHS)
 @pytest.mark.parametrize("edit", sorted(BULK_EDITS))
-def test_the_bulk_checks_of_a_kept_plan_miss_nothing_the_entry_checks_see(edit):
+def test_the_bulk_checks_of_a_kept_plan_miss_nothing_the_entry_checks_see(edit, host_path, monkeypatch):
     """A kept plan checks its plain entries together (and the state mapping as
-    a whole) and trusts that check when it passes: it must fail wherever one
-    Entry.reuse fails (a pass there would hand the kernels a stale pointer or
-    size), and pass when nothing changed."""
+    a whole), in Python or in the libtorch host module, and trusts that check
+    when it passes: it must fail wherever one Entry.reuse fails (a pass there
+    would hand the kernels a stale pointer or size), and pass when nothing
+    changed, each entry then holding its param's new grad."""
+    if host_path == "python":
+        monkeypatch.setattr(_native, "host_module", None)
     params = [torch.nn.Parameter(torch.randn(4, 6)) for _ in range(3)]
-    opt = fusedlr.AdamW(params, lr=1e-2, backend="cpu" if "cpu" in fusedlr.available_backends() else "reference")
+    without_grad = torch.nn.Parameter(torch.randn(4, 6))
+    opt = fusedlr.AdamW(params + [without_grad], lr=1e-2,
+                        backend="cpu" if "cpu" in fusedlr.available_backends() else "reference")
     for _ in range(2):
         for p in params:
             p.grad = torch.randn_like(p)
@@ -639,8 +658,11 @@ def test_the_bulk_checks_of_a_kept_plan_miss_nothing_the_entry_checks_see(edit):
     [bucket] = [b for buckets in opt._plan.work.values() for b in buckets]
     bucket.reuse(opt.state)  # (builds the bulk view)
     BULK_EDITS[edit](opt, opt.state)
+    assert (bucket._kept._host_checks is not None) == (host_path == "libtorch")
     bulk = opt._plan.same_params_and_state(opt) and bucket._kept.still_describe()
+    if bulk:
+        assert all(e.grad is p.grad and e.grad_ptr == p.grad.data_ptr() for e, p in zip(bucket.entries, params))
     one_by_one = all(e.reuse(opt.state) for e in bucket.entries)
-    assert bulk == (edit == "nothing")
+    assert bulk == (edit in ("nothing", "grad replaced"))
     # a non-contiguous grad is no mismatch, only unusual: the entries take a contiguous copy
-    assert one_by_one == (edit in ("nothing", "grad not contiguous"))
+    assert one_by_one == (edit in ENTRY_EDITS_THAT_PASS + ("grad not contiguous",))

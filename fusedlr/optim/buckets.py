@@ -8,6 +8,7 @@ from operator import eq, is_
 
 import torch
 
+from .. import _native
 from .distributed import check_same_sharding, is_distributed, local_tensor, sharding
 from .block_states import CODE_DTYPE, SCALES
 from .split_master import REMAINDER
@@ -162,14 +163,22 @@ class Bucket:
 
 
 class _PlainEntries:
-    """A bucket's plain entries and what Entry.reuse compares them against, as
-    parallel lists for checks in bulk."""
+    """A bucket's plain entries and what Entry.reuse compares them against:
+    read by the host module (C++ against libtorch) when it is loaded, else
+    kept as parallel lists for checks in bulk in Python."""
 
     def __init__(self, entries: list):
         plain = [e for e in entries
                  if e.sharding is None and e.copy_out is None and e.work is e.param]
         ids = {id(e) for e in plain}
         self.entries, self.others = plain, [e for e in entries if id(e) not in ids]
+        self._host_checks = None
+        if _native.host_module is not None:
+            try:
+                self._host_checks = _native.host_module.PlainEntryChecks(plain)
+                return
+            except TypeError:  # a param, step count or state dict of an unusual type: checked here
+                pass
         self.params = [e.param for e in plain]
         self.ptrs = [e.ptr for e in plain]
         self.shapes = [e.shape for e in plain]
@@ -187,6 +196,8 @@ class _PlainEntries:
         each has taken its param's new grad. (Shapes compared one at a time:
         a list of torch.Size, tuples the garbage collector tracks, made it run
         full collections, a third of the step with 10000 tensors.)"""
+        if self._host_checks is not None:
+            return self._host_checks.still_describe()
         params = self.params
         if not params:
             return True

@@ -6,6 +6,7 @@ from __future__ import annotations
 from itertools import repeat
 from operator import is_
 
+from .. import _native
 from .buckets import _grad_of, collect
 
 
@@ -53,10 +54,31 @@ class StepPlan:
         if state is not self._state or len(optimizer.param_groups) != len(self._groups):
             return False
         keys, values = self._state_items
-        if len(state) != len(keys) or not (all(map(is_, state, keys)) and all(map(is_, state.values(), values))):
+        if not (same_objects(state, keys) and same_values(state, values)):
             return False
-        for group, kept in zip(optimizer.param_groups, self._groups):
-            params = group["params"]
-            if len(params) != len(kept) or not all(map(is_, params, kept)):
-                return False
-        return all(map(is_, map(_grad_of, self._without_grad), repeat(None)))
+        if not all(same_objects(group["params"], kept) for group, kept in zip(optimizer.param_groups, self._groups)):
+            return False
+        return none_has_grad(self._without_grad)
+
+
+# Identity checks over all params at once: in C++ with the host module
+# (_native.host_module), else in builtins.
+
+def same_objects(now, kept: list) -> bool:
+    """The items of ``now`` (the keys of a dict) are the objects of ``kept``, in order."""
+    if _native.host_module is not None:
+        return _native.host_module.same_objects(now, kept)
+    return len(now) == len(kept) and all(map(is_, now, kept))
+
+
+def same_values(now: dict, kept: list) -> bool:
+    """The values of ``now`` are the objects of ``kept``, in order."""
+    if _native.host_module is not None:
+        return _native.host_module.same_values(now, kept)
+    return len(now) == len(kept) and all(map(is_, now.values(), kept))
+
+
+def none_has_grad(params: list) -> bool:
+    if _native.host_module is not None:
+        return _native.host_module.none_has_grad(params)
+    return all(map(is_, map(_grad_of, params), repeat(None)))
