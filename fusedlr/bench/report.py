@@ -13,7 +13,7 @@ def table(results: dict) -> str:
     """One block per race: a row per contender with its figures and ratios."""
     meta = results["meta"]
     lines = [f"{meta['device_name']} ({meta['device']}), torch {meta['torch']}, {meta['threads']} threads, "
-             f"{meta['date']}"]
+             f"{meta['date']}, kept-plan checks in {meta.get('host_checks', 'python')}"]
     header = (f"  {'contender':42s} {'device ms':>10s} {'host ms':>9s} {'launch':>6s} {'GB/s':>7s} "
               f"{'% copy':>6s} {'x fused':>7s} {'host x':>6s} {'state MB':>8s} {'B/param':>7s}")
     for run in results["runs"]:

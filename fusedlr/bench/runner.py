@@ -24,7 +24,9 @@ def machine_info(device: torch.device) -> dict:
     info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": str(device), "torch": torch.__version__, "fusedlr": fusedlr.__version__,
             "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "cpu": _cpu_name(), "command": " ".join(["fusedlr-bench", *sys.argv[1:]])}
+            "cpu": _cpu_name(), "command": " ".join(["fusedlr-bench", *sys.argv[1:]]),
+            # where a kept plan's per-step checks ran: the libtorch host module or Python
+            "host_checks": "libtorch" if fusedlr.build_info()["links_libtorch"] else "python"}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(device_name=props.name, cuda=torch.version.cuda, driver=_driver_version(),
