@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent('''
 
     class HideNativeModules(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name in ("fusedlr._C", "fusedlr._C_cuda", "fusedlr._C_emulated"):
+            if name in ("fusedlr._C", "fusedlr._C_cuda", "fusedlr._C_emulated", "fusedlr._C_host"):
                 raise ImportError(f"{name} hidden by the test")
             return None
 
@@ -25,6 +25,7 @@ SCRIPT = textwrap.dedent('''
     from fusedlr import schedules as S
 
     assert _native.cpu_module is None and _native.emulated_module is None and _native.cuda_module is None
+    assert _native.host_module is None and fusedlr.build_info()["links_libtorch"] is False
     assert fusedlr.available_backends() == ["reference"], fusedlr.available_backends()
     assert fusedlr.build_info()["cpu_kernels"] is False
 
