@@ -21,6 +21,11 @@ static T* as_ptr(std::uintptr_t address) { return reinterpret_cast<T*>(address);
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fusedlr CPU backend";
   m.attr("TORCH_VERSION_AT_BUILD") = FUSEDLR_TORCH_VERSION;
+#ifdef FUSEDLR_HOST_MODULE_BUILT
+  m.attr("HOST_MODULE_BUILT") = true;  // the same build made fusedlr._C_host
+#else
+  m.attr("HOST_MODULE_BUILT") = false;
+#endif
 
   m.def(
       "schedule_values",

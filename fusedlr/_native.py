@@ -32,9 +32,14 @@ cpu_module, _cpu_import_error = _try_import("_C")
 cuda_module, _cuda_import_error = _try_import("_C_cuda")
 emulated_module, _emulated_import_error = _try_import("_C_emulated")
 # the libtorch host path (optional): imported only by the torch it was built against
-host_module = None
-if cpu_module is not None and cpu_module.TORCH_VERSION_AT_BUILD == torch.__version__:
-    host_module, _ = _try_import("_C_host")
+host_module, _host_import_error = None, "not built"
+if cpu_module is not None and cpu_module.HOST_MODULE_BUILT:
+    if cpu_module.TORCH_VERSION_AT_BUILD != torch.__version__:
+        _host_import_error = f"built against torch {cpu_module.TORCH_VERSION_AT_BUILD}"
+    else:
+        host_module, _host_import_error = _try_import("_C_host")
+        if host_module is not None and host_module.TORCH_VERSION_AT_BUILD != torch.__version__:
+            host_module, _host_import_error = None, f"built against torch {host_module.TORCH_VERSION_AT_BUILD}"
 
 
 def cuda_unavailable_reason() -> str:
@@ -97,6 +102,8 @@ def build_info() -> dict:
         else None,
         "torch_version": torch.__version__,
         "links_libtorch": host_module is not None,
+        "host_module_built": cpu_module is not None and cpu_module.HOST_MODULE_BUILT,
+        "host_module_unavailable_reason": None if host_module is not None else _host_import_error,
         "cpu_kernels": cpu_module is not None,
         "cuda_kernels": cuda_module is not None,
         "emulated_cuda_kernels": emulated_module is not None,

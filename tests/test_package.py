@@ -24,10 +24,12 @@ def test_build_info_reports_the_build_and_what_runs_here():
     if not torch.cuda.is_available():
         assert "cuda" not in info["available_backends"]
         assert info["cuda_unavailable_reason"]
-    if info["torch_version_at_build"] == torch.__version__ and \
-            os.environ.get("FUSEDLR_HOST_MODULE", "ON").upper() not in ("OFF", "0", "FALSE"):
+    if info["host_module_built"] and info["torch_version_at_build"] == torch.__version__:
         # built against this torch (scripts/setup.sh builds without isolation): the libtorch host path loads
-        assert info["links_libtorch"] is True
+        assert info["links_libtorch"] is True, info["host_module_unavailable_reason"]
+    if os.environ.get("FUSEDLR_EXPECT_HOST_MODULE") == "1":
+        # the test script sets this on Linux with torch's headers importable: the build must have made it
+        assert info["host_module_built"] is True
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")

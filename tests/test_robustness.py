@@ -5,10 +5,12 @@ torch.optim does (torch.optim is the oracle, run side by side). Cases that
 used to crash the process run in a subprocess, so a segfault fails one test."""
 import collections
 import contextlib
+import gc
 import io
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import pytest
 import torch
@@ -620,6 +622,11 @@ BULK_EDITS = {
     "state storage replaced": lambda opt, st: setattr(st[_first_param(opt)]["exp_avg"], "data",
                                                       st[_first_param(opt)]["exp_avg"].clone()),
     "step written from the host": lambda opt, st: st[_first_param(opt)]["step"].add_(1),
+    "grad made sparse": lambda opt, st: setattr(_first_param(opt), "grad", torch.randn(4, 6).to_sparse()),
+    "param made non-contiguous in place": lambda opt, st: setattr(
+        _first_param(opt), "data", _first_param(opt).data.as_strided((4, 6), (1, 4))),
+    "param dtype reinterpreted": lambda opt, st: setattr(
+        _first_param(opt).requires_grad_(False), "data", _first_param(opt).data.view(torch.int32)),
     # no mismatch: the entries take the new grads
     "grad replaced": lambda opt, st: setattr(_first_param(opt), "grad", torch.randn(4, 6)),
     # the plan's params, not an entry, changed
@@ -666,3 +673,24 @@ def test_the_bulk_checks_of_a_kept_plan_miss_nothing_the_entry_checks_see(edit, 
     assert bulk == (edit in ("nothing", "grad replaced"))
     # a non-contiguous grad is no mismatch, only unusual: the entries take a contiguous copy
     assert one_by_one == (edit in ENTRY_EDITS_THAT_PASS + ("grad not contiguous",))
+
+
+@pytest.mark.parametrize("host_path", HOST_PATHS)
+def test_a_kept_plan_leaves_reference_cycles_to_the_collector(host_path, monkeypatch):
+    """An optimizer reachable from its own params (a cycle through the kept
+    plan's checks) is freed by the garbage collector on either host path."""
+    if host_path == "python":
+        monkeypatch.setattr(_native, "host_module", None)
+    params = [torch.nn.Parameter(torch.randn(4)) for _ in range(3)]
+    opt = fusedlr.AdamW(params, lr=1e-3, backend="cpu" if "cpu" in fusedlr.available_backends() else "reference")
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn(4)
+        opt.step()
+    [bucket] = [b for buckets in opt._plan.work.values() for b in buckets]
+    assert bucket._kept is not None and (bucket._kept._host_checks is not None) == (host_path == "libtorch")
+    params[0].optimizer = opt
+    alive = weakref.ref(opt)
+    del opt, params, p, bucket
+    gc.collect()
+    assert alive() is None

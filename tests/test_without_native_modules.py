@@ -72,3 +72,53 @@ def test_the_reference_backend_runs_without_native_modules():
     run = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr[-4000:]
     assert "ok" in run.stdout
+
+
+HOST_SCRIPT = textwrap.dedent('''
+    import importlib.abc
+    import sys
+
+    class HideHostModule(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "fusedlr._C_host":
+                raise ImportError(f"{name} hidden by the test")
+            return None
+
+    sys.meta_path.insert(0, HideHostModule())
+
+    import torch
+    import fusedlr
+    from fusedlr import _native
+
+    assert _native.cpu_module is not None and _native.host_module is None
+    assert fusedlr.build_info()["links_libtorch"] is False
+    gen = torch.Generator().manual_seed(0)
+    base = [torch.randn(5, 3, generator=gen), torch.randn(7, generator=gen), torch.randn(300, generator=gen)]
+    tp = [torch.nn.Parameter(b.clone()) for b in base]
+    fp = [torch.nn.Parameter(b.clone()) for b in base]
+    t_opt = torch.optim.AdamW(tp, lr=1e-2, weight_decay=0.1)
+    f_opt = fusedlr.AdamW(fp, lr=1e-2, weight_decay=0.1, backend="cpu")
+    for i in range(12):
+        grads = [torch.randn(b.shape, generator=gen) for b in base]
+        if i == 6:  # a param's storage replaced under the kept plan: the Python checks must see it
+            for params in (tp, fp):
+                params[2].data = params[2].data.clone()
+        for params in (tp, fp):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+        t_opt.step()
+        f_opt.step()
+    [bucket] = [b for buckets in f_opt._plan.work.values() for b in buckets]
+    assert bucket._kept is not None and bucket._kept._host_checks is None  # the plan was kept, checked in Python
+    worst = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(fp, tp))
+    assert worst < 1e-5, worst
+    print("cpu backend without the host module: ok")
+''')
+
+
+def test_the_cpu_backend_keeps_plans_checked_in_python_without_the_host_module():
+    """Where the libtorch host module is missing (an isolated build, another
+    torch), a kept plan's checks run in Python and still see a change."""
+    run = subprocess.run([sys.executable, "-c", HOST_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr[-4000:]
+    assert "ok" in run.stdout

@@ -28,16 +28,29 @@ const at::Tensor& tensor_of(PyObject* obj, const char* what) {
 
 std::uintptr_t address_of(const at::Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data_ptr()); }
 
+// Attribute names, interned once and never released: a py::str released by a
+// static destructor after the interpreter has finalized would crash at exit.
+PyObject* name(const char* text) { return PyUnicode_InternFromString(text); }
+
+// A param of a type libtorch reads as Python does: a subclass may override
+// .grad (__torch_function__), which libtorch does not see.
+bool plain_tensor(PyObject* obj) {
+  PyObject* type = reinterpret_cast<PyObject*>(Py_TYPE(obj));
+  return type == THPVariableClass || type == ParameterClass;
+}
+
 // What Entry.reuse compares a plain entry (a contiguous plain tensor param
 // updated in place) against: read from the entry when the plan was built.
+// The Python objects are borrowed: the caller's ``held`` list keeps them
+// alive, where the garbage collector sees the references (this object's
+// would be hidden from it, and a cycle through them never freed).
 struct KeptEntry {
-  py::object entry, param, step, state;  // the Entry, its param, its step count and state dict
-  PyTypeObject* grad_type;
+  PyObject *entry, *param, *step, *state;  // the Entry, its param, its step count and state dict
   std::uintptr_t ptr;
   std::vector<int64_t> shape;
   at::ScalarType dtype;
   int64_t device_index;
-  struct Watched { py::object key, tensor; std::uintptr_t ptr; };
+  struct Watched { PyObject *key, *tensor; std::uintptr_t ptr; };
   std::vector<Watched> watched;
 };
 
@@ -46,22 +59,18 @@ struct KeptEntry {
 // each entry takes its param's new grad (Entry.grad, Entry.grad_ptr).
 class PlainEntryChecks {
  public:
-  explicit PlainEntryChecks(const py::list& entries) {
+  PlainEntryChecks(const py::list& entries, py::list held) {
+    auto borrow = [&held](py::object obj) { held.append(obj); return obj.ptr(); };
     for (py::handle e : entries) {
       KeptEntry k;
-      k.entry = py::reinterpret_borrow<py::object>(e);
-      k.param = e.attr("param");
-      // a subclass may override .grad (__torch_function__), which libtorch does not see
-      PyObject* param_type = reinterpret_cast<PyObject*>(Py_TYPE(k.param.ptr()));
-      if (param_type != THPVariableClass && param_type != ParameterClass)
-        throw py::type_error("Entry.param is not a torch.Tensor or torch.nn.Parameter");
-      k.step = e.attr("step");
-      tensor_of(k.step.ptr(), "Entry.step");
-      k.state = e.attr("state");
-      if (!PyDict_Check(k.state.ptr())) throw py::type_error("Entry.state is not a dict");
-      py::object grad_type = e.attr("grad_type");
-      if (grad_type.ptr() != THPVariableClass) throw py::type_error("Entry.grad_type is not torch.Tensor");
-      k.grad_type = reinterpret_cast<PyTypeObject*>(grad_type.ptr());
+      k.entry = borrow(py::reinterpret_borrow<py::object>(e));
+      k.param = borrow(e.attr("param"));
+      if (!plain_tensor(k.param)) throw py::type_error("Entry.param is not a torch.Tensor or torch.nn.Parameter");
+      k.step = borrow(e.attr("step"));
+      tensor_of(k.step, "Entry.step");
+      k.state = borrow(e.attr("state"));
+      if (!PyDict_Check(k.state)) throw py::type_error("Entry.state is not a dict");
+      if (e.attr("grad_type").ptr() != THPVariableClass) throw py::type_error("Entry.grad_type is not torch.Tensor");
       k.ptr = e.attr("ptr").cast<std::uintptr_t>();
       for (py::handle size : e.attr("shape")) k.shape.push_back(size.cast<int64_t>());
       py::object dtype = e.attr("dtype");
@@ -71,51 +80,60 @@ class PlainEntryChecks {
       for (py::handle w : e.attr("watched")) {
         auto item = w.cast<py::tuple>();  // (key, tensor, data_ptr)
         tensor_of(item[1].ptr(), "a watched state tensor");
-        k.watched.push_back({item[0], item[1], item[2].cast<std::uintptr_t>()});
+        k.watched.push_back({borrow(item[0]), borrow(item[1]), item[2].cast<std::uintptr_t>()});
       }
       kept_.push_back(std::move(k));
     }
   }
 
-  bool still_describe() {
+  bool still_describe() const {
+    static PyObject* const grad_name = name("grad");
+    static PyObject* const grad_ptr_name = name("grad_ptr");
     std::vector<py::object> grads;
     grads.reserve(kept_.size());
     try {
       for (const KeptEntry& k : kept_) {
-        const at::Tensor& param = THPVariable_Unpack(k.param.ptr());
+        const at::Tensor& param = THPVariable_Unpack(k.param);
         const at::Tensor& grad = param.grad();
         if (!grad.defined()) return false;
-        py::object grad_obj = py::reinterpret_steal<py::object>(THPVariable_Wrap(grad));
-        if (Py_TYPE(grad_obj.ptr()) != k.grad_type || !describes(k, param, grad)) return false;
+        auto grad_obj = py::reinterpret_steal<py::object>(THPVariable_Wrap(grad));
+        if (!grad_obj) throw py::error_already_set();
+        if (Py_TYPE(grad_obj.ptr()) != reinterpret_cast<PyTypeObject*>(THPVariableClass) ||
+            !describes(k, param, grad))
+          return false;
         grads.push_back(std::move(grad_obj));
       }
     } catch (const c10::Error&) {
       return false;  // the Python path re-reads it and says what is wrong
     }
-    static const py::str grad_name("grad"), grad_ptr_name("grad_ptr");
     for (size_t i = 0; i < kept_.size(); ++i) {
-      const at::Tensor& grad = THPVariable_Unpack(grads[i].ptr());
-      kept_[i].entry.attr(grad_name) = grads[i];
-      kept_[i].entry.attr(grad_ptr_name) = py::int_(address_of(grad));
+      auto ptr = py::int_(address_of(THPVariable_Unpack(grads[i].ptr())));
+      if (PyObject_SetAttr(kept_[i].entry, grad_name, grads[i].ptr()) != 0 ||
+          PyObject_SetAttr(kept_[i].entry, grad_ptr_name, ptr.ptr()) != 0)
+        throw py::error_already_set();
     }
     return true;
   }
 
  private:
   static bool describes(const KeptEntry& k, const at::Tensor& param, const at::Tensor& grad) {
-    static const py::str step_version_name("step_version");
-    const at::Tensor& step = THPVariable_Unpack(k.step.ptr());
+    static PyObject* const step_version_name = name("step_version");
+    const at::Tensor& step = THPVariable_Unpack(k.step);
     if (step.is_inference()) return false;  // keeps no version: Entry.reuse decides
-    if (static_cast<int64_t>(step._version()) != k.entry.attr(step_version_name).cast<int64_t>()) return false;
+    auto step_version = py::reinterpret_steal<py::object>(PyObject_GetAttr(k.entry, step_version_name));
+    if (!step_version) throw py::error_already_set();
+    if (static_cast<int64_t>(step._version()) != step_version.cast<int64_t>()) return false;
     const c10::IntArrayRef shape(k.shape);
-    if (address_of(param) != k.ptr || param.sizes() != shape || !param.is_contiguous()) return false;
+    if (address_of(param) != k.ptr || param.scalar_type() != k.dtype || param.sizes() != shape ||
+        !param.is_contiguous())
+      return false;
     if (grad.scalar_type() != k.dtype || grad.sizes() != shape || grad.layout() != c10::kStrided ||
         grad.get_device() != k.device_index || !grad.is_contiguous())
       return false;
     for (const auto& w : k.watched) {
-      PyObject* now = PyDict_GetItemWithError(k.state.ptr(), w.key.ptr());
+      PyObject* now = PyDict_GetItemWithError(k.state, w.key);
       if (now == nullptr && PyErr_Occurred()) throw py::error_already_set();
-      if (now != w.tensor.ptr() || address_of(THPVariable_Unpack(now)) != w.ptr) return false;
+      if (now != w.tensor || address_of(THPVariable_Unpack(now)) != w.ptr) return false;
     }
     return true;
   }
@@ -146,8 +164,14 @@ bool same_objects_as(py::handle now, const py::list& kept, bool dict_values) {
 }
 
 bool none_has_grad(const py::list& params) {
-  for (py::handle p : params)
-    if (tensor_of(p.ptr(), "a param").grad().defined()) return false;
+  static PyObject* const grad_name = name("grad");
+  for (py::handle p : params) {
+    if (plain_tensor(p.ptr())) {
+      if (THPVariable_Unpack(p.ptr()).grad().defined()) return false;
+    } else if (!p.attr(py::handle(grad_name)).is_none()) {  // through the subclass's own .grad
+      return false;
+    }
+  }
   return true;
 }
 
@@ -157,8 +181,9 @@ PYBIND11_MODULE(_C_host, m) {
   m.doc() = "fusedlr host path: the per-step checks of a kept step plan, against libtorch";
   m.attr("TORCH_VERSION_AT_BUILD") = FUSEDLR_TORCH_VERSION;
   py::class_<PlainEntryChecks>(m, "PlainEntryChecks")
-      .def(py::init<const py::list&>(), py::arg("entries"),
-           "Read what each plain Entry was built from (TypeError: an entry this module cannot check)")
+      .def(py::init<const py::list&, py::list>(), py::arg("entries"), py::arg("held"),
+           "Read what each plain Entry was built from, appending the objects it keeps to ``held``, which "
+           "must outlive it (TypeError: an entry this module cannot check)")
       .def("still_describe", &PlainEntryChecks::still_describe,
            "Entry.reuse's checks on every entry (but its state dict); True: each took its param's new grad");
   m.def("same_objects", [](py::handle now, const py::list& kept) { return same_objects_as(now, kept, false); },

@@ -73,7 +73,7 @@ class Entry:
 
     def reuse(self, state: dict) -> bool:
         """Ready a kept entry for a new step, if it still describes the param:
-        same storage, shape and layout, the same state dict holding the same
+        same storage, dtype, shape and layout, the same state dict holding the same
         state tensors on the same storage, a step count not written from the
         host (whose new value the CUDA kernels' precomputed values would miss),
         and a grad of the shape, dtype and device it was built for (a param
@@ -95,7 +95,8 @@ class Entry:
         written = self.work if self.copy_out is None else self.copy_out  # what the kernels write the values to
         if self.copy_out is not None and not master_in_step(self.work, t):
             return False
-        if (_data_ptr(t) != self.ptr or t.shape != self.shape or state.get(p) is not self.state
+        if (_data_ptr(t) != self.ptr or t.dtype is not self.dtype or t.shape != self.shape
+                or state.get(p) is not self.state
                 or t.is_contiguous() != (written is t) or grad.dtype is not self.dtype
                 or grad.shape != self.shape or grad.layout is not _strided or grad.get_device() != self.device_index
                 or tensor_version(self.step) != self.step_version):
@@ -172,13 +173,13 @@ class _PlainEntries:
                  if e.sharding is None and e.copy_out is None and e.work is e.param]
         ids = {id(e) for e in plain}
         self.entries, self.others = plain, [e for e in entries if id(e) not in ids]
-        self._host_checks = None
+        self._host_checks, self._held = None, []  # (the objects the host module's checks read)
         if _native.host_module is not None:
             try:
-                self._host_checks = _native.host_module.PlainEntryChecks(plain)
+                self._host_checks = _native.host_module.PlainEntryChecks(plain, self._held)
                 return
             except TypeError:  # a param, step count or state dict of an unusual type: checked here
-                pass
+                self._held = []
         self.params = [e.param for e in plain]
         self.ptrs = [e.ptr for e in plain]
         self.shapes = [e.shape for e in plain]
@@ -210,6 +211,7 @@ class _PlainEntries:
             return False
         if not (versions_kept
                 and list(map(_data_ptr, params)) == self.ptrs
+                and list(map(_dtype_of, params)) == self.dtypes
                 and all(map(eq, map(_shape_of, params), self.shapes))
                 and all(map(_is_contiguous, params))
                 and list(map(_dtype_of, grads)) == self.dtypes

@@ -71,9 +71,9 @@ def same_objects(now, kept: list) -> bool:
     return len(now) == len(kept) and all(map(is_, now, kept))
 
 
-def same_values(now: dict, kept: list) -> bool:
-    """The values of ``now`` are the objects of ``kept``, in order."""
-    if _native.host_module is not None:
+def same_values(now, kept: list) -> bool:
+    """The values of the mapping ``now`` are the objects of ``kept``, in order."""
+    if _native.host_module is not None and isinstance(now, dict):
         return _native.host_module.same_values(now, kept)
     return len(now) == len(kept) and all(map(is_, now.values(), kept))
 
